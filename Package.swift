@@ -1,0 +1,51 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+// On Linux the BLAS is OpenBLAS (found with pkg-config) and gzip comes from zlib;
+// on macOS both come from the system (Accelerate, libz).
+let package = Package(
+    name: "swift-lfp",
+    platforms: [.macOS(.v13)],
+    products: [
+        .library(name: "LFP", targets: ["LFP"]),
+        .library(name: "LFPData", targets: ["LFPData"]),
+        .executable(name: "lfp", targets: ["lfp"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CBLAS",
+            path: "Sources/CBLAS",
+            pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
+        .systemLibrary(
+            name: "CZlib",
+            path: "Sources/CZlib",
+            pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"]), .brew(["zlib"])]
+        ),
+        .target(
+            name: "LFPTensor",
+            dependencies: [.target(name: "CBLAS", condition: .when(platforms: [.linux]))],
+            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+        ),
+        .target(name: "LFP", dependencies: ["LFPTensor"]),
+        .target(name: "LFPData", dependencies: ["CZlib"]),
+        .target(
+            name: "LFPCommands",
+            dependencies: [
+                "LFP", "LFPData", "LFPTensor",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(name: "lfp", dependencies: ["LFPCommands"]),
+        .testTarget(name: "LFPTensorTests", dependencies: ["LFPTensor"]),
+        .testTarget(name: "LFPTests", dependencies: ["LFP", "LFPTensor"], resources: [.copy("Conformance")]),
+        .testTarget(name: "LFPDataTests", dependencies: ["LFPData"]),
+        .testTarget(name: "LFPCommandsTests", dependencies: ["LFPCommands", "LFP", "LFPData"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,95 @@
+import LFPTensor
+
+/// Which view of a layer's weights a map uses: LFP's alpha-beta and z+z- rules need the
+/// positive part, the negative part or the magnitude of the weights.
+enum WeightView {
+    case plain, positive, negative, magnitude
+}
+
+/// An affine layer (Linear, Conv2d, AvgPool2d) seen as `z = A ⋅ W + b`, with the maps both
+/// back-propagation and LFP are written against (LFP-MATH.md section 3): the forward map,
+/// its transpose (input map) and the weight map.
+struct AffineMap {
+    enum Kind {
+        case linear(Linear)
+        case conv(Conv2d, ConvGeometry)
+        case avgPool(AvgPool2d, PoolGeometry)
+    }
+
+    let kind: Kind
+    let inputShape: [Int]
+
+    init?(_ layer: Layer, inputShape: [Int]) {
+        self.inputShape = inputShape
+        switch layer {
+        case .linear(let l): kind = .linear(l)
+        case .conv2d(let c): kind = .conv(c, c.geometry(input: inputShape))
+        case .avgPool2d(let p): kind = .avgPool(p, p.geometry(input: inputShape))
+        default: return nil
+        }
+    }
+
+    var weight: Tensor? {
+        switch kind {
+        case .linear(let l): l.weight
+        case .conv(let c, _): c.weight
+        case .avgPool: nil
+        }
+    }
+
+    var bias: Tensor? {
+        switch kind {
+        case .linear(let l): l.bias
+        case .conv(let c, _): c.bias
+        case .avgPool: nil
+        }
+    }
+
+    private func viewed(_ w: Tensor, _ view: WeightView) -> Tensor {
+        switch view {
+        case .plain: w
+        case .positive: w.positivePart
+        case .negative: w.negativePart
+        case .magnitude: w.magnitude
+        }
+    }
+
+    /// `A ⋅ view(W)` without bias.
+    func forward(_ a: Tensor, _ view: WeightView) -> Tensor {
+        switch kind {
+        case .linear(let l):
+            return Kernels.linearForward(a, weight: viewed(l.weight, view), bias: nil)
+        case .conv(let c, let g):
+            return Convolution.forward(a, weight: viewed(c.weight, view), bias: nil, geometry: g)
+        case .avgPool(let p, let g):
+            // Pooling weights are all positive: the negative part is the zero map.
+            if view == .negative { return Tensor(shape: [a.shape[0], g.channels, g.outHeight, g.outWidth]) }
+            return Pooling.averageForward(a, geometry: g, countIncludePad: p.countIncludePad)
+        }
+    }
+
+    /// The input map `S ⋅ view(W)^T`: input-shaped.
+    func transpose(_ s: Tensor, _ view: WeightView) -> Tensor {
+        switch kind {
+        case .linear(let l):
+            return Kernels.linearBackwardInput(s, weight: viewed(l.weight, view))
+        case .conv(let c, let g):
+            return Convolution.backwardInput(s, weight: viewed(c.weight, view), geometry: g)
+        case .avgPool(let p, let g):
+            if view == .negative { return Tensor(shape: inputShape) }
+            return Pooling.averageBackward(s, inputShape: inputShape, geometry: g, countIncludePad: p.countIncludePad)
+        }
+    }
+
+    /// The weight map `sum over batch (and positions) of S ⊗ A`: weight-shaped (nil for pooling).
+    func weightMap(_ s: Tensor, input a: Tensor) -> Tensor? {
+        switch kind {
+        case .linear: Kernels.linearBackwardWeight(s, input: a)
+        case .conv(_, let g): Convolution.backwardWeight(s, input: a, geometry: g)
+        case .avgPool: nil
+        }
+    }
+
+    /// Sum of `S` over the batch (and positions): bias-shaped.
+    func biasMap(_ s: Tensor) -> Tensor { Kernels.biasSum(s) }
+}

@@ -1,0 +1,215 @@
+import Foundation
+import LFPTensor
+
+/// An elementwise activation. Under LFP every activation passes feedback through unchanged
+/// (LFP-MATH.md section 5); under gradient descent it multiplies by its derivative.
+public enum Activation: Sendable, Equatable, CustomStringConvertible {
+    case relu
+    case leakyReLU(slope: Float)
+    case sigmoid
+    case tanh
+    case silu
+    case elu(alpha: Float)
+    /// Heaviside step `H(x) = 1 if x > 0 else 0`; its derivative is 0 (as in PyTorch).
+    case step
+
+    public var description: String {
+        switch self {
+        case .relu: "ReLU"
+        case .leakyReLU(let s): "LeakyReLU(\(s))"
+        case .sigmoid: "Sigmoid"
+        case .tanh: "Tanh"
+        case .silu: "SiLU"
+        case .elu(let a): "ELU(\(a))"
+        case .step: "Step"
+        }
+    }
+
+    /// Applies the activation to one value.
+    @inlinable public func apply(_ x: Float) -> Float {
+        switch self {
+        case .relu: return max(x, 0)
+        case .leakyReLU(let s): return x > 0 ? x : s * x
+        case .sigmoid: return 1 / (1 + _exp(-x))
+        case .tanh: return _tanh(x)
+        case .silu: return x / (1 + _exp(-x))
+        case .elu(let a): return x > 0 ? x : a * (_exp(x) - 1)
+        case .step: return x > 0 ? 1 : 0
+        }
+    }
+
+    /// The derivative at pre-activation `x` with output `y = apply(x)`.
+    @inlinable public func derivative(x: Float, y: Float) -> Float {
+        switch self {
+        case .relu: return x > 0 ? 1 : 0
+        case .leakyReLU(let s): return x > 0 ? 1 : s
+        case .sigmoid: return y * (1 - y)
+        case .tanh: return 1 - y * y
+        case .silu:
+            let s = 1 / (1 + _exp(-x))
+            return s * (1 + x * (1 - s))
+        case .elu(let a): return x > 0 ? 1 : y + a
+        case .step: return 0
+        }
+    }
+}
+
+@usableFromInline func _exp(_ x: Float) -> Float { Foundation.exp(x) }
+@usableFromInline func _tanh(_ x: Float) -> Float { Foundation.tanh(x) }
+
+/// A fully connected layer `z = a W^T + b`, weight `[out, in]` (PyTorch layout).
+public struct Linear: Sendable, Equatable {
+    public var weight: Tensor
+    public var bias: Tensor?
+    public var inFeatures: Int { weight.shape[1] }
+    public var outFeatures: Int { weight.shape[0] }
+
+    /// A layer with PyTorch's default initialisation (uniform in ±1/sqrt(in)).
+    public init(inFeatures: Int, outFeatures: Int, bias: Bool = true, rng: inout SeededRandom) {
+        let bound = DefaultInitialization.bound(fanIn: inFeatures)
+        weight = .uniform([outFeatures, inFeatures], bound: bound, rng: &rng)
+        self.bias = bias ? .uniform([outFeatures], bound: bound, rng: &rng) : nil
+    }
+
+    /// A layer with the given parameters.
+    public init(weight: Tensor, bias: Tensor?) {
+        precondition(weight.rank == 2, "Linear weight must be [out, in], got \(weight.shape)")
+        precondition(bias == nil || bias!.shape == [weight.shape[0]], "Linear bias must be [out]")
+        self.weight = weight
+        self.bias = bias
+    }
+}
+
+/// A 2-D convolution, weight `[out, in, kh, kw]` (PyTorch layout), NCHW input.
+public struct Conv2d: Sendable, Equatable {
+    public var weight: Tensor
+    public var bias: Tensor?
+    public var stride: (Int, Int) { (strideH, strideW) }
+    public var padding: (Int, Int) { (paddingH, paddingW) }
+    public var dilation: (Int, Int) { (dilationH, dilationW) }
+    var strideH, strideW, paddingH, paddingW, dilationH, dilationW: Int
+
+    public var inChannels: Int { weight.shape[1] }
+    public var outChannels: Int { weight.shape[0] }
+    public var kernelSize: (Int, Int) { (weight.shape[2], weight.shape[3]) }
+
+    /// A layer with PyTorch's default initialisation (uniform in ±1/sqrt(in*kh*kw)).
+    public init(inChannels: Int, outChannels: Int, kernelSize: (Int, Int), stride: (Int, Int) = (1, 1),
+                padding: (Int, Int) = (0, 0), dilation: (Int, Int) = (1, 1), bias: Bool = true, rng: inout SeededRandom) {
+        let bound = DefaultInitialization.bound(fanIn: inChannels * kernelSize.0 * kernelSize.1)
+        let weight = Tensor.uniform([outChannels, inChannels, kernelSize.0, kernelSize.1], bound: bound, rng: &rng)
+        let bias: Tensor? = bias ? .uniform([outChannels], bound: bound, rng: &rng) : nil
+        self.init(weight: weight, bias: bias, stride: stride, padding: padding, dilation: dilation)
+    }
+
+    /// A layer with the given parameters.
+    public init(weight: Tensor, bias: Tensor?, stride: (Int, Int) = (1, 1), padding: (Int, Int) = (0, 0), dilation: (Int, Int) = (1, 1)) {
+        precondition(weight.rank == 4, "Conv2d weight must be [out, in, kh, kw], got \(weight.shape)")
+        precondition(bias == nil || bias!.shape == [weight.shape[0]], "Conv2d bias must be [out]")
+        self.weight = weight
+        self.bias = bias
+        (strideH, strideW) = stride
+        (paddingH, paddingW) = padding
+        (dilationH, dilationW) = dilation
+    }
+
+    /// The convolution geometry for an input of shape `[N, C, H, W]`.
+    public func geometry(input shape: [Int]) -> ConvGeometry {
+        ConvGeometry(inChannels: shape[1], inHeight: shape[2], inWidth: shape[3], outChannels: outChannels,
+                     kernel: kernelSize, stride: stride, padding: padding, dilation: dilation)
+    }
+}
+
+/// Max pooling over 2-D windows.
+public struct MaxPool2d: Sendable, Equatable {
+    public var kernel: Int, stride: Int, padding: Int
+    public init(kernel: Int, stride: Int? = nil, padding: Int = 0) {
+        self.kernel = kernel; self.stride = stride ?? kernel; self.padding = padding
+    }
+    public func geometry(input shape: [Int]) -> PoolGeometry {
+        PoolGeometry(channels: shape[1], inHeight: shape[2], inWidth: shape[3], kernel: (kernel, kernel),
+                     stride: (stride, stride), padding: (padding, padding))
+    }
+}
+
+/// Average pooling over 2-D windows: a linear map with fixed weights `1/k²` and no bias.
+public struct AvgPool2d: Sendable, Equatable {
+    public var kernel: Int, stride: Int, padding: Int
+    public var countIncludePad: Bool
+    public init(kernel: Int, stride: Int? = nil, padding: Int = 0, countIncludePad: Bool = true) {
+        self.kernel = kernel; self.stride = stride ?? kernel; self.padding = padding
+        self.countIncludePad = countIncludePad
+    }
+    public func geometry(input shape: [Int]) -> PoolGeometry {
+        PoolGeometry(channels: shape[1], inHeight: shape[2], inWidth: shape[3], kernel: (kernel, kernel),
+                     stride: (stride, stride), padding: (padding, padding))
+    }
+}
+
+/// One layer of a sequential model.
+public enum Layer: Sendable, Equatable, CustomStringConvertible {
+    case linear(Linear)
+    case conv2d(Conv2d)
+    case maxPool2d(MaxPool2d)
+    case avgPool2d(AvgPool2d)
+    /// Flattens every dimension after the batch dimension.
+    case flatten
+    /// Zeroes each unit with probability `p` in training and scales the kept ones by `1/(1-p)`.
+    case dropout(p: Float)
+    case activation(Activation)
+
+    /// What the layer is, for rule selection and messages.
+    public var kind: LayerKind {
+        switch self {
+        case .linear: .linear
+        case .conv2d: .conv2d
+        case .maxPool2d: .maxPool2d
+        case .avgPool2d: .avgPool2d
+        case .flatten: .flatten
+        case .dropout: .dropout
+        case .activation: .activation
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .linear(let l): "Linear(\(l.inFeatures), \(l.outFeatures)\(l.bias == nil ? ", bias: false" : ""))"
+        case .conv2d(let c): "Conv2d(\(c.inChannels), \(c.outChannels), kernel: \(c.kernelSize.0)x\(c.kernelSize.1), stride: \(c.strideH), padding: \(c.paddingH))"
+        case .maxPool2d(let p): "MaxPool2d(\(p.kernel), stride: \(p.stride))"
+        case .avgPool2d(let p): "AvgPool2d(\(p.kernel), stride: \(p.stride))"
+        case .flatten: "Flatten"
+        case .dropout(let p): "Dropout(\(p))"
+        case .activation(let a): a.description
+        }
+    }
+
+    /// True for layers that are affine maps of their input (Linear, Conv2d, AvgPool2d): the
+    /// layers LFP rules apply to.
+    public var isAffine: Bool { kind == .linear || kind == .conv2d || kind == .avgPool2d }
+
+    /// The layer's trainable parameters by local name ("weight", "bias").
+    public var parameters: [(name: String, value: Tensor)] {
+        switch self {
+        case .linear(let l): return [("weight", l.weight)] + (l.bias.map { [("bias", $0)] } ?? [])
+        case .conv2d(let c): return [("weight", c.weight)] + (c.bias.map { [("bias", $0)] } ?? [])
+        default: return []
+        }
+    }
+
+    /// Replaces a parameter by local name; the shape must match.
+    mutating func setParameter(_ local: String, _ value: Tensor) {
+        switch (self, local) {
+        case (.linear(var l), "weight"): l.weight = value; self = .linear(l)
+        case (.linear(var l), "bias"): l.bias = value; self = .linear(l)
+        case (.conv2d(var c), "weight"): c.weight = value; self = .conv2d(c)
+        case (.conv2d(var c), "bias"): c.bias = value; self = .conv2d(c)
+        default: preconditionFailure("layer \(self) has no parameter \(local)")
+        }
+    }
+}
+
+/// The kinds of layer, used by composites to select rules.
+public enum LayerKind: String, Sendable, CaseIterable, CustomStringConvertible {
+    case linear, conv2d, maxPool2d, avgPool2d, flatten, dropout, activation
+    public var description: String { rawValue }
+}

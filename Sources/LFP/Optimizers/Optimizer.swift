@@ -1,0 +1,111 @@
+import Foundation
+import LFPTensor
+
+/// An optimizer updates parameters given a *descent direction* per parameter (a gradient,
+/// or `-feedback` under LFP: LFP-MATH.md section 3). It does not own the model; its
+/// per-parameter state is keyed by parameter name.
+public protocol Optimizer: Sendable {
+    /// The current learning rate (schedules set it before each step).
+    var learningRate: Float { get set }
+    /// Applies one update: `directions[name]` is the gradient-like direction of that parameter.
+    /// Parameters absent from `directions` are left untouched.
+    mutating func step(_ model: inout Sequential, directions: [String: Tensor])
+}
+
+/// Stochastic gradient descent with PyTorch's semantics (momentum, dampening, Nesterov,
+/// L2 weight decay): `g += wd * p; v = mu * v + (1 - dampening) * g (v = g at the first step);
+/// p -= lr * (nesterov ? g + mu * v : v)`.
+public struct SGD: Optimizer {
+    public var learningRate: Float
+    public var momentum: Float
+    public var dampening: Float
+    public var nesterov: Bool
+    public var weightDecay: Float
+    /// Momentum buffers by parameter name.
+    public var velocity: [String: Tensor] = [:]
+
+    public init(learningRate: Float, momentum: Float = 0, dampening: Float = 0, nesterov: Bool = false, weightDecay: Float = 0) {
+        self.learningRate = learningRate
+        self.momentum = momentum
+        self.dampening = dampening
+        self.nesterov = nesterov
+        self.weightDecay = weightDecay
+    }
+
+    public mutating func step(_ model: inout Sequential, directions: [String: Tensor]) {
+        let lr = learningRate, mu = momentum, damp = dampening, wd = weightDecay, nesterov = nesterov
+        model.updateParameters { name, p in
+            guard var g = directions[name] else { return }
+            precondition(g.shape == p.shape, "direction for \(name) has shape \(g.shape), parameter \(p.shape)")
+            if wd != 0 { g.add(p, scaledBy: wd) }
+            if mu != 0 {
+                if var v = velocity.removeValue(forKey: name) {
+                    v.formZipMap(g) { vi, gi in mu * vi + (1 - damp) * gi }
+                    velocity[name] = v
+                } else {
+                    velocity[name] = g
+                }
+                if nesterov { g.add(velocity[name]!, scaledBy: mu) } else { g = velocity[name]! }
+            }
+            p.add(g, scaledBy: -lr)
+        }
+    }
+}
+
+/// Adam (Kingma & Ba) with PyTorch's semantics; `decoupledWeightDecay` gives AdamW.
+public struct Adam: Optimizer {
+    public var learningRate: Float
+    public var beta1: Float
+    public var beta2: Float
+    public var epsilon: Float
+    public var weightDecay: Float
+    public var decoupledWeightDecay: Bool
+    public var firstMoment: [String: Tensor] = [:]
+    public var secondMoment: [String: Tensor] = [:]
+    public var steps: [String: Int] = [:]
+
+    public init(learningRate: Float = 1e-3, beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8,
+                weightDecay: Float = 0, decoupledWeightDecay: Bool = false) {
+        self.learningRate = learningRate
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.epsilon = epsilon
+        self.weightDecay = weightDecay
+        self.decoupledWeightDecay = decoupledWeightDecay
+    }
+
+    /// AdamW: Adam with decoupled weight decay (PyTorch's default decay 0.01).
+    public static func adamW(learningRate: Float = 1e-3, beta1: Float = 0.9, beta2: Float = 0.999,
+                             epsilon: Float = 1e-8, weightDecay: Float = 0.01) -> Adam {
+        Adam(learningRate: learningRate, beta1: beta1, beta2: beta2, epsilon: epsilon,
+             weightDecay: weightDecay, decoupledWeightDecay: true)
+    }
+
+    public mutating func step(_ model: inout Sequential, directions: [String: Tensor]) {
+        let lr = learningRate, b1 = beta1, b2 = beta2, eps = epsilon, wd = weightDecay, decoupled = decoupledWeightDecay
+        model.updateParameters { name, p in
+            guard var g = directions[name] else { return }
+            if wd != 0 {
+                if decoupled { p = p * (1 - lr * wd) } else { g.add(p, scaledBy: wd) }
+            }
+            let t = (steps[name] ?? 0) + 1
+            steps[name] = t
+            var m = firstMoment.removeValue(forKey: name) ?? Tensor(shape: p.shape)
+            var v = secondMoment.removeValue(forKey: name) ?? Tensor(shape: p.shape)
+            m.formZipMap(g) { mi, gi in b1 * mi + (1 - b1) * gi }
+            v.formZipMap(g) { vi, gi in b2 * vi + (1 - b2) * gi * gi }
+            let c1 = 1 - Float(pow(Double(b1), Double(t)))
+            let c2 = (1 - Float(pow(Double(b2), Double(t)))).squareRoot()
+            let stepSize = lr / c1
+            p.storage.withUnsafeMutableBufferPointer { pp in
+                m.storage.withUnsafeBufferPointer { pm in
+                    v.storage.withUnsafeBufferPointer { pv in
+                        for i in pp.indices { pp[i] -= stepSize * pm[i] / (pv[i].squareRoot() / c2 + eps) }
+                    }
+                }
+            }
+            firstMoment[name] = m
+            secondMoment[name] = v
+        }
+    }
+}

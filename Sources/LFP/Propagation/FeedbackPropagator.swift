@@ -1,0 +1,88 @@
+import LFPTensor
+
+/// Options of an LFP backward pass.
+public struct PropagationOptions: Sendable {
+    /// Sum parameter feedback over the batch (the reference's convention) or average it.
+    public var reduction: Reduction = .sum
+    /// After each affine layer, divide the propagated feedback by its max-abs (LFP-MATH.md section 5).
+    public var backwardNormalization = false
+    /// Also compute the feedback arriving at the input (the LRP-style explanation).
+    public var computeInputFeedback = false
+    /// Record the feedback arriving at every layer's output.
+    public var recordLayerFeedback = false
+
+    public init(reduction: Reduction = .sum, backwardNormalization: Bool = false,
+                computeInputFeedback: Bool = false, recordLayerFeedback: Bool = false) {
+        self.reduction = reduction
+        self.backwardNormalization = backwardNormalization
+        self.computeInputFeedback = computeInputFeedback
+        self.recordLayerFeedback = recordLayerFeedback
+    }
+}
+
+/// Layer-wise Feedback Propagation for one model: its composite resolved once, then a plain
+/// reverse loop over the traced layers.
+public struct FeedbackPropagator: Sendable {
+    public let composite: Composite
+    public let rules: [Rule?]
+    public var options: PropagationOptions
+
+    /// Resolves `composite` for `model`; throws when a rule does not fit a layer.
+    public init(model: Sequential, composite: Composite = .uniform(.epsilon), options: PropagationOptions = .init()) throws(LFPError) {
+        self.composite = composite
+        self.rules = try composite.resolve(for: model)
+        self.options = options
+    }
+
+    /// Propagates `feedback` (at the logits) down to every parameter.
+    /// - Returns: parameter feedback by name (summed or averaged over the batch), the input
+    ///   feedback when requested, and per-layer output feedback when requested.
+    public func propagate(model: Sequential, trace: Trace, feedback: Tensor) -> ParameterSignals {
+        precondition(rules.count == model.layers.count, "propagator was resolved for another model")
+        precondition(trace.outputs.count == model.layers.count, "trace does not belong to this model")
+        var result: [String: Tensor] = [:]
+        var layerFeedback: [Tensor] = options.recordLayerFeedback ? Array(repeating: Tensor(shape: [0]), count: model.layers.count) : []
+        var f = feedback
+        let batch = Float(max(1, feedback.shape.first ?? 1))
+        for index in model.layers.indices.reversed() {
+            if options.recordLayerFeedback { layerFeedback[index] = f }
+            let layer = model.layers[index]
+            let input = trace.inputs[index]
+            let needInput = index > 0 || options.computeInputFeedback
+            switch layer {
+            case .linear, .conv2d, .avgPool2d:
+                let map = AffineMap(layer, inputShape: input.shape)!
+                let out = rules[index]!.apply(map, input: input, output: trace.outputs[index], feedback: f, needInput: needInput)
+                let scale: Float = options.reduction == .mean ? 1 / batch : 1
+                if let fw = out.weightFeedback {
+                    result[Sequential.parameterName(layer: index, "weight")] = scale == 1 ? fw : fw * scale
+                }
+                if let fb = out.biasFeedback {
+                    result[Sequential.parameterName(layer: index, "bias")] = scale == 1 ? fb : fb * scale
+                }
+                if let fi = out.inputFeedback {
+                    f = fi
+                    if options.backwardNormalization {
+                        let m = f.maxAbs()
+                        if m > 0 && m.isFinite { f = f * (1 / m) }
+                    }
+                }
+            case .maxPool2d(let p):
+                if needInput {
+                    f = Pooling.maxBackward(f, argmax: trace.maxPoolArgmax[index]!, inputShape: input.shape,
+                                            geometry: p.geometry(input: input.shape))
+                }
+            case .flatten:
+                f.reshape(input.shape)
+            case .dropout:
+                // Feedback flows only through the kept units, without a second 1/(1-p) rescaling
+                // (the activation was already rescaled in the forward pass).
+                if let mask = trace.dropoutMasks[index] { f = f * Tensor(shape: f.shape, storage: mask) }
+            case .activation:
+                break  // identity: no derivative is taken
+            }
+        }
+        return ParameterSignals(parameters: result, input: options.computeInputFeedback ? f : nil,
+                                layerOutputs: options.recordLayerFeedback ? layerFeedback : nil)
+    }
+}

@@ -1,0 +1,171 @@
+import LFPTensor
+
+/// How an affine layer distributes the feedback of its outputs over its connections
+/// (LFP-MATH.md section 2). Rules are small values; a `Composite` assigns one to each layer.
+public enum Rule: Sendable, Equatable, CustomStringConvertible {
+    /// LFP-0: `f_ij = z_ij / z_j * f_j`; outputs with `z_j == 0` pass no feedback.
+    case zero
+    /// LFP-epsilon: `f_ij = z_ij / stab(z_j) * f_j`, `stab(z) = z + eps * sign(z)`, `sign(0) = +1`.
+    case epsilon(Float)
+    /// LFP-alpha-beta: positive and negative contributions normalised separately,
+    /// weighted by `alpha` and `beta` (`alpha - beta = 1`), times `sign(z_j)`.
+    case alphaBeta(alpha: Float, beta: Float, epsilon: Float)
+    /// LFP-z+z-: `f_ij = sign(z_j) f_j z_ij / (sum_i |z_ij| + eps)`; feedback never grows.
+    case zPlusZMinus(epsilon: Float)
+
+    /// The default stabiliser, `1e-6`.
+    public static let defaultEpsilon: Float = 1e-6
+
+    /// LFP-epsilon with the default epsilon.
+    public static var epsilon: Rule { .epsilon(defaultEpsilon) }
+
+    /// A checked alpha-beta rule (default alpha 2, beta 1).
+    public static func checkedAlphaBeta(alpha: Float = 2, beta: Float = 1, epsilon: Float = defaultEpsilon) throws(LFPError) -> Rule {
+        guard alpha >= 1, beta >= 0, abs(alpha - beta - 1) < 1e-6 else {
+            throw .invalidRule("alpha-beta needs alpha - beta = 1 with alpha >= 1, beta >= 0; got alpha \(alpha), beta \(beta)")
+        }
+        return .alphaBeta(alpha: alpha, beta: beta, epsilon: epsilon)
+    }
+
+    /// LFP-z+z- with the default epsilon.
+    public static var zPlusZMinus: Rule { .zPlusZMinus(epsilon: defaultEpsilon) }
+
+    public var description: String {
+        switch self {
+        case .zero: "zero"
+        case .epsilon(let e): "epsilon(\(e))"
+        case .alphaBeta(let a, let b, _): "alpha-beta(\(a), \(b))"
+        case .zPlusZMinus: "zplus-zminus"
+        }
+    }
+
+    /// Parses `zero`, `epsilon`, `epsilon:1e-4`, `alpha-beta`, `alpha-beta:2:1`, `zplus-zminus`.
+    public static func parse(_ text: String) throws(LFPError) -> Rule {
+        let parts = text.lowercased().split(separator: ":").map(String.init)
+        func number(_ i: Int, _ fallback: Float) throws(LFPError) -> Float {
+            guard parts.count > i else { return fallback }
+            guard let v = Float(parts[i]), v.isFinite else { throw .invalidRule("'\(parts[i])' is not a number in rule '\(text)'") }
+            return v
+        }
+        switch parts.first ?? "" {
+        case "zero", "lfp-0", "0": return .zero
+        case "epsilon", "eps": return .epsilon(try number(1, defaultEpsilon))
+        case "alpha-beta", "alphabeta": return try .checkedAlphaBeta(alpha: try number(1, 2), beta: try number(2, 1))
+        case "zplus-zminus", "z+z-", "zpluszminus": return .zPlusZMinus(epsilon: try number(1, defaultEpsilon))
+        default: throw .invalidRule("unknown rule '\(text)'; valid: zero, epsilon[:eps], alpha-beta[:alpha:beta], zplus-zminus")
+        }
+    }
+}
+
+/// Errors of the LFP engine.
+public enum LFPError: Error, Equatable, CustomStringConvertible {
+    case invalidRule(String)
+    case incompatibleRule(String)
+    case invalidComposite(String)
+    case invalidFeedback(String)
+
+    public var description: String {
+        switch self {
+        case .invalidRule(let s), .incompatibleRule(let s), .invalidComposite(let s), .invalidFeedback(let s): s
+        }
+    }
+}
+
+// MARK: - The rules on one affine layer
+
+/// What one rule computes for one affine layer.
+struct RuleOutput {
+    var inputFeedback: Tensor?
+    var weightFeedback: Tensor?
+    var biasFeedback: Tensor?
+}
+
+extension Rule {
+    /// Applies the rule to one affine layer in matrix form (LFP-MATH.md section 3).
+    /// - Parameters:
+    ///   - a: the layer input `A`; z: its output `Z` (bias included); f: feedback at `Z`.
+    func apply(_ map: AffineMap, input a: Tensor, output z: Tensor, feedback f: Tensor, needInput: Bool) -> RuleOutput {
+        switch self {
+        case .zero, .epsilon, .zPlusZMinus:
+            // All three are f_ij = z_ij * S_j for an S computed from F and Z.
+            var s = f
+            switch self {
+            case .zero:
+                s.formZipMap(z) { fj, zj in zj == 0 ? 0 : fj / zj }
+            case .epsilon(let eps):
+                s.formZipMap(z) { fj, zj in fj / (zj + (zj >= 0 ? eps : -eps)) }
+            case .zPlusZMinus(let eps):
+                // D = |A| |W|^T + |b| = sum_i |z_ij|;  S = sign(Z) F / (D + eps)
+                var d = map.forward(a.magnitude, .magnitude)
+                if let b = map.bias { d = Self.addBias(d, b.magnitude) }
+                d.formZipMap(z) { dj, zj in zj >= 0 ? 1 / (dj + eps) : -1 / (dj + eps) }
+                s.formZipMap(d, *)
+            default: fatalError("unreachable")
+            }
+            var out = RuleOutput()
+            if needInput { out.inputFeedback = map.transpose(s, .plain) * a }
+            if let w = map.weight, let sw = map.weightMap(s, input: a) { out.weightFeedback = w.magnitude * sw }
+            if let b = map.bias { out.biasFeedback = b.magnitude * map.biasMap(s) }
+            return out
+
+        case .alphaBeta(let alpha, let beta, let eps):
+            let ap = a.positivePart, an = a.negativePart
+            // Z+ = A+ W+ + A- W- + b+,  Z- = A+ W- + A- W+ + b-
+            var zp = map.forward(ap, .positive) + map.forward(an, .negative)
+            var zn = map.forward(ap, .negative) + map.forward(an, .positive)
+            if let b = map.bias {
+                zp = Self.addBias(zp, b.positivePart)
+                zn = Self.addBias(zn, b.negativePart)
+            }
+            // Sp = alpha sign(Z) F / (Z+ + eps),  Sn = beta sign(Z) F / (Z- - eps)
+            let signedF = f.zipMap(z) { fj, zj in zj >= 0 ? fj : -fj }
+            let sp = signedF.zipMap(zp) { sf, p in alpha * sf / (p + eps) }
+            let sn = signedF.zipMap(zn) { sf, m in beta * sf / (m - eps) }
+            // f_ij = max(z_ij, 0) Sp_j - min(z_ij, 0) Sn_j
+            var out = RuleOutput()
+            if needInput {
+                let fromPositive = map.transpose(sp, .positive) - map.transpose(sn, .negative)  // for a_i > 0
+                let fromNegative = map.transpose(sp, .negative) - map.transpose(sn, .positive)  // for a_i < 0
+                out.inputFeedback = ap * fromPositive + an * fromNegative
+            }
+            if let w = map.weight {
+                // w > 0: |w| (a+ Sp - a- Sn);  w < 0: |w| (a- Sp - a+ Sn)
+                let forPositiveW = map.weightMap(sp, input: ap)! - map.weightMap(sn, input: an)!
+                let forNegativeW = map.weightMap(sp, input: an)! - map.weightMap(sn, input: ap)!
+                var fw = Tensor(shape: w.shape)
+                for i in 0..<w.count {
+                    let wi = w.storage[i]
+                    fw.storage[i] = wi > 0 ? wi * forPositiveW.storage[i] : (wi < 0 ? -wi * forNegativeW.storage[i] : 0)
+                }
+                out.weightFeedback = fw
+            }
+            if let b = map.bias {
+                let sumP = map.biasMap(sp), sumN = map.biasMap(sn)
+                var fb = Tensor(shape: b.shape)
+                for j in 0..<b.count {
+                    let bj = b.storage[j]
+                    fb.storage[j] = bj > 0 ? bj * sumP.storage[j] : (bj < 0 ? bj * sumN.storage[j] : 0)
+                }
+                out.biasFeedback = fb
+            }
+            return out
+        }
+    }
+
+    /// Adds a per-output-channel bias to `[N, O]` or `[N, O, H, W]`.
+    static func addBias(_ z: Tensor, _ b: Tensor) -> Tensor {
+        var r = z
+        let n = z.shape[0], o = z.shape[1]
+        let positions = z.count / max(1, n * o)
+        r.storage.withUnsafeMutableBufferPointer { p in
+            for s in 0..<n {
+                for c in 0..<o {
+                    let v = b.storage[c]
+                    let base = (s * o + c) * positions
+                    for k in 0..<positions { p[base + k] += v }
+                }
+            }
+        }
+        return r
+    }
+}

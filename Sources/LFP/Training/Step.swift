@@ -1,0 +1,83 @@
+import LFPTensor
+
+/// How a model is trained.
+public enum TrainingMethod: Sendable, Equatable {
+    /// Layer-wise Feedback Propagation with a composite and a feedback function.
+    case lfp
+    /// Gradient descent on a loss.
+    case gradient(Loss)
+}
+
+/// Statistics of one training step.
+public struct StepResult: Sendable {
+    /// Mean feedback at the true class (LFP) or mean loss (gradient).
+    public var objective: Float
+    /// Correct predictions in the batch.
+    public var correct: Int
+    /// Batch size.
+    public var count: Int
+}
+
+/// A non-finite value found during training.
+public struct NumericalFault: Error, CustomStringConvertible, Sendable {
+    public var location: String
+    public var value: Float
+    public var description: String { "non-finite value \(value) in \(location)" }
+}
+
+/// One training step, LFP or gradient: forward trace, signal at the logits, backward pass,
+/// optimizer update (the optimizer receives `-feedback` under LFP).
+public struct Trainer<O: Optimizer>: Sendable {
+    public var model: Sequential
+    public var optimizer: O
+    public var method: TrainingMethod
+    public var propagator: FeedbackPropagator
+    public var feedbackFunction: FeedbackFunction
+
+    public init(model: Sequential, optimizer: O, method: TrainingMethod = .lfp,
+                composite: Composite = .uniform(.epsilon), feedback: FeedbackFunction = .sigmoid,
+                options: PropagationOptions = .init()) throws(LFPError) {
+        self.model = model
+        self.optimizer = optimizer
+        self.method = method
+        self.propagator = try FeedbackPropagator(model: model, composite: composite, options: options)
+        self.feedbackFunction = feedback
+    }
+
+    /// The parameter directions (gradient, or `-feedback`) for a batch, without updating.
+    public func directions(input: Tensor, labels: [Int], rng: inout SeededRandom) throws(NumericalFault) -> (directions: [String: Tensor], result: StepResult) {
+        let trace = model.trace(input, training: true, rng: &rng)
+        let logits = trace.output
+        if let bad = logits.firstNonFiniteIndex { throw NumericalFault(location: "logits", value: logits.storage[bad]) }
+        let predictions = logits.argmaxRows()
+        let correct = zip(predictions, labels).filter { $0 == $1 }.count
+        var directions: [String: Tensor]
+        var objective: Float
+        switch method {
+        case .lfp:
+            let f = feedbackFunction(logits: logits, labels: labels)
+            let c = logits.shape[1]
+            objective = labels.enumerated().reduce(0) { $0 + f.storage[$1.offset * c + $1.element] } / Float(max(1, labels.count))
+            let signals = propagator.propagate(model: model, trace: trace, feedback: f)
+            directions = signals.parameters.mapValues { -$0 }
+        case .gradient(let loss):
+            let (value, g) = loss.evaluate(logits: logits, labels: labels, reduction: .mean)
+            objective = value
+            directions = Backpropagation.gradients(model: model, trace: trace, outputGradient: g).parameters
+        }
+        for (name, d) in directions {
+            if let bad = d.firstNonFiniteIndex {
+                throw NumericalFault(location: method == .lfp ? "feedback of \(name)" : "gradient of \(name)", value: d.storage[bad])
+            }
+        }
+        return (directions, StepResult(objective: objective, correct: correct, count: labels.count))
+    }
+
+    /// One full training step on a batch.
+    @discardableResult
+    public mutating func step(input: Tensor, labels: [Int], rng: inout SeededRandom) throws(NumericalFault) -> StepResult {
+        let (directions, result) = try directions(input: input, labels: labels, rng: &rng)
+        optimizer.step(&model, directions: directions)
+        return result
+    }
+}

@@ -1,0 +1,219 @@
+#if canImport(Accelerate)
+import Accelerate
+#elseif canImport(CBLAS)
+import CBLAS
+#endif
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Foundation
+
+/// The one place that calls BLAS.
+///
+/// On Linux this is OpenBLAS. Debian's OpenBLAS 0.3.21 does not know some recent CPUs
+/// (Sapphire Rapids is detected as "Prescott") and then runs sgemm about 7x slower.
+/// `BLAS.configure()` (called lazily by every entry point) checks the core OpenBLAS chose
+/// against the CPU's instruction set and, when the choice is a core far older than the
+/// CPU, switches OpenBLAS to the best kernel set the CPU supports, before any BLAS work.
+/// `LFP_BLAS_CORE` overrides: unset = correct a misdetection unless `OPENBLAS_CORETYPE` is set;
+/// `auto` = correct a legacy core even when `OPENBLAS_CORETYPE` chose it; `keep` = never switch;
+/// an OpenBLAS core name (e.g. `SkylakeX`) = use that core.
+public enum BLAS {
+    /// What BLAS runs and on which kernels.
+    public struct Configuration: Sendable, Equatable {
+        /// Library name: "OpenBLAS" or "Accelerate".
+        public var backend: String
+        /// The kernel set in use (OpenBLAS core name), or "system" for Accelerate.
+        public var core: String
+        /// The kernel set OpenBLAS detected on its own, when it was replaced.
+        public var detectedCore: String?
+        /// BLAS threads.
+        public var threads: Int
+    }
+
+    private static let state = ConfigurationState()
+
+    /// Configures BLAS once (kernel selection, threads = cores) and returns what is in use.
+    @discardableResult
+    public static func configure() -> Configuration {
+        state.configureOnce()
+    }
+
+    /// The current configuration.
+    public static var configuration: Configuration { state.configureOnce() }
+
+    /// Sets the number of BLAS threads (and of the library's own parallel kernels).
+    public static func setThreads(_ n: Int) {
+        precondition(n >= 1, "thread count must be positive")
+        state.configureOnce()
+        state.setThreads(n)
+    }
+
+    /// Number of threads in use.
+    public static var threads: Int { state.configureOnce().threads }
+
+    // MARK: Kernels
+
+    /// `C = alpha * op(A) * op(B) + beta * C`, row-major.
+    @inlinable
+    public static func gemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
+                            alpha: Float, a: UnsafePointer<Float>, lda: Int,
+                            b: UnsafePointer<Float>, ldb: Int,
+                            beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        if m == 0 || n == 0 { return }
+        _ = configuration
+        cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+                    Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+    }
+
+    /// `y += alpha * x`.
+    public static func axpy(alpha: Float, x: [Float], y: inout [Float]) {
+        precondition(x.count == y.count, "axpy length mismatch")
+        if x.isEmpty { return }
+        _ = configuration
+        x.withUnsafeBufferPointer { px in
+            y.withUnsafeMutableBufferPointer { py in
+                cblas_saxpy(Int32(x.count), alpha, px.baseAddress!, 1, py.baseAddress!, 1)
+            }
+        }
+    }
+
+    // MARK: Kernel selection (pure, testable)
+
+    /// OpenBLAS cores that predate AVX2: when OpenBLAS picks one of these on a CPU with
+    /// AVX2 or AVX-512, it has misdetected the CPU.
+    public static let legacyCores: Set<String> = [
+        "prescott", "katmai", "coppermine", "northwood", "banias", "core2", "penryn", "dunnington",
+        "nehalem", "atom", "nano", "athlon", "opteron", "opteron_sse3", "barcelona", "bobcat", "unknown",
+    ]
+
+    /// The OpenBLAS core to switch to, or nil to keep `detected`.
+    /// - Parameters:
+    ///   - detected: the core OpenBLAS chose (`openblas_get_corename()`).
+    ///   - cpuFlags: the CPU's feature flags (as in `/proc/cpuinfo`).
+    public static func preferredCore(detected: String, cpuFlags: Set<String>) -> String? {
+        guard legacyCores.contains(detected.lowercased()) else { return nil }
+        let avx512 = ["avx512f", "avx512bw", "avx512dq", "avx512vl"].allSatisfy(cpuFlags.contains)
+        if avx512 { return cpuFlags.contains("avx512_bf16") ? "Cooperlake" : "SkylakeX" }
+        if cpuFlags.contains("avx2") && cpuFlags.contains("fma") { return "Haswell" }
+        if cpuFlags.contains("avx") { return "Sandybridge" }
+        return nil
+    }
+
+    /// The CPU feature flags of the first processor in `/proc/cpuinfo` (empty elsewhere).
+    public static func cpuFlags() -> Set<String> {
+        guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return [] }
+        for line in text.split(separator: "\n") where line.hasPrefix("flags") {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            return Set(line[line.index(after: colon)...].split(separator: " ").map(String.init))
+        }
+        return []
+    }
+
+    /// Switches OpenBLAS to another kernel set by name (an OpenBLAS core name such as
+    /// "SkylakeX"). Returns the core in use afterwards. Only for OpenBLAS builds with
+    /// dynamic architecture support; otherwise it changes nothing.
+    @discardableResult
+    public static func switchCore(to name: String) -> String {
+        state.configureOnce()
+        return state.switchCore(to: name)
+    }
+
+    /// Number of online processors.
+    public static var processorCount: Int { ProcessInfo.processInfo.activeProcessorCount }
+}
+
+/// Lock-protected one-time configuration (Swift 6: no unprotected global mutable state).
+private final class ConfigurationState: @unchecked Sendable {
+    private let lock = NSLock()
+    private var current: BLAS.Configuration?
+
+    @discardableResult
+    func configureOnce() -> BLAS.Configuration {
+        lock.lock()
+        defer { lock.unlock() }
+        if let current { return current }
+        let config = Self.initialConfiguration()
+        current = config
+        return config
+    }
+
+    func setThreads(_ n: Int) {
+        lock.lock()
+        defer { lock.unlock() }
+        #if !canImport(Accelerate)
+        openblas_set_num_threads(Int32(n))
+        #endif
+        current?.threads = n
+    }
+
+    func switchCore(to name: String) -> String {
+        lock.lock()
+        defer { lock.unlock() }
+        #if canImport(Accelerate)
+        return "system"
+        #else
+        let core = Self.reinitialiseOpenBLAS(core: name) ?? Self.openBLASCore()
+        current?.core = core
+        return core
+        #endif
+    }
+
+    private static func initialConfiguration() -> BLAS.Configuration {
+        let threads = ProcessInfo.processInfo.environment["LFP_THREADS"].flatMap(Int.init)
+            ?? ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"].flatMap(Int.init)
+            ?? BLAS.processorCount
+        #if canImport(Accelerate)
+        return BLAS.Configuration(backend: "Accelerate", core: "system", detectedCore: nil, threads: threads)
+        #else
+        let env = ProcessInfo.processInfo.environment
+        let detected = openBLASCore()
+        var core = detected
+        var replaced: String? = nil
+        // Unset: correct a misdetection unless the user chose a core with OPENBLAS_CORETYPE.
+        // "auto": correct a legacy core even if OPENBLAS_CORETYPE forced it. "keep": never switch.
+        let request = env["LFP_BLAS_CORE"]
+        let mode = request?.lowercased()
+        let mayCorrect = mode == nil ? env["OPENBLAS_CORETYPE"] == nil : mode != "keep"
+        if mayCorrect {
+            let target = (mode == nil || mode == "auto")
+                ? BLAS.preferredCore(detected: detected, cpuFlags: BLAS.cpuFlags()) : request
+            if let target, target.lowercased() != detected.lowercased(),
+               let switched = reinitialiseOpenBLAS(core: target) {
+                core = switched
+                replaced = detected
+            }
+        }
+        openblas_set_num_threads(Int32(max(1, threads)))
+        return BLAS.Configuration(backend: "OpenBLAS", core: core, detectedCore: replaced, threads: max(1, threads))
+        #endif
+    }
+
+    #if !canImport(Accelerate)
+    static func openBLASCore() -> String {
+        guard let name = openblas_get_corename() else { return "unknown" }
+        return String(cString: name).trimmingCharacters(in: .whitespaces)
+    }
+
+    /// Re-runs OpenBLAS's dynamic-architecture initialisation with `OPENBLAS_CORETYPE = core`.
+    /// `gotoblas_dynamic_quit`/`gotoblas_dynamic_init` are exported by DYNAMIC_ARCH builds
+    /// (Debian's); they are looked up at run time so other builds still link.
+    static func reinitialiseOpenBLAS(core: String) -> String? {
+        typealias VoidFunction = @convention(c) () -> Void
+        let handle = dlopen(nil, RTLD_NOW)
+        defer { if let handle { dlclose(handle) } }
+        guard let quitSymbol = dlsym(handle, "gotoblas_dynamic_quit"),
+              let initSymbol = dlsym(handle, "gotoblas_dynamic_init") else { return nil }
+        let quit = unsafeBitCast(quitSymbol, to: VoidFunction.self)
+        let initialise = unsafeBitCast(initSymbol, to: VoidFunction.self)
+        let previous = getenv("OPENBLAS_CORETYPE").map { String(cString: $0) }
+        setenv("OPENBLAS_CORETYPE", core, 1)
+        quit()
+        initialise()
+        if let previous { setenv("OPENBLAS_CORETYPE", previous, 1) } else { unsetenv("OPENBLAS_CORETYPE") }
+        return openBLASCore()
+    }
+    #endif
+}

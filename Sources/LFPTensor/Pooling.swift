@@ -1,0 +1,144 @@
+/// The geometry of a 2-D pooling window over `[N, C, H, W]` (PyTorch semantics, floor mode).
+public struct PoolGeometry: Sendable, Equatable {
+    public var channels, inHeight, inWidth: Int
+    public var kernelHeight, kernelWidth: Int
+    public var strideHeight, strideWidth: Int
+    public var paddingHeight, paddingWidth: Int
+
+    public init(channels: Int, inHeight: Int, inWidth: Int, kernel: (Int, Int), stride: (Int, Int), padding: (Int, Int) = (0, 0)) {
+        self.channels = channels; self.inHeight = inHeight; self.inWidth = inWidth
+        (kernelHeight, kernelWidth) = kernel
+        (strideHeight, strideWidth) = stride
+        (paddingHeight, paddingWidth) = padding
+    }
+
+    public var outHeight: Int { (inHeight + 2 * paddingHeight - kernelHeight) / strideHeight + 1 }
+    public var outWidth: Int { (inWidth + 2 * paddingWidth - kernelWidth) / strideWidth + 1 }
+}
+
+/// Max and average pooling, forward and backward.
+public enum Pooling {
+    /// Max pooling. Returns the output and, for every output element, the flat index of the
+    /// winning input element within its `[H, W]` plane (padding never wins; ties go to the first).
+    public static func maxForward(_ x: Tensor, geometry g: PoolGeometry) -> (output: Tensor, argmax: [Int32]) {
+        let n = x.shape[0]
+        let oh = g.outHeight, ow = g.outWidth
+        var y = Tensor(shape: [n, g.channels, oh, ow])
+        var argmax = [Int32](repeating: 0, count: y.count)
+        x.storage.withUnsafeBufferPointer { px in
+            y.storage.withUnsafeMutableBufferPointer { py in
+                argmax.withUnsafeMutableBufferPointer { pa in
+                    for plane in 0..<(n * g.channels) {
+                        let src = px.baseAddress! + plane * g.inHeight * g.inWidth
+                        let base = plane * oh * ow
+                        for oy in 0..<oh {
+                            let y0 = oy * g.strideHeight - g.paddingHeight
+                            for ox in 0..<ow {
+                                let x0 = ox * g.strideWidth - g.paddingWidth
+                                var best = -Float.infinity
+                                var bestIndex = -1
+                                for i in max(0, y0)..<min(g.inHeight, y0 + g.kernelHeight) {
+                                    for j in max(0, x0)..<min(g.inWidth, x0 + g.kernelWidth) {
+                                        let v = src[i * g.inWidth + j]
+                                        if v > best || bestIndex < 0 || v.isNaN { best = v; bestIndex = i * g.inWidth + j }
+                                    }
+                                }
+                                py[base + oy * ow + ox] = best
+                                pa[base + oy * ow + ox] = Int32(max(bestIndex, 0))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return (y, argmax)
+    }
+
+    /// Routes `dy` to the winners recorded by `maxForward`: the result has the input's shape.
+    public static func maxBackward(_ dy: Tensor, argmax: [Int32], inputShape: [Int], geometry g: PoolGeometry) -> Tensor {
+        var dx = Tensor(shape: inputShape)
+        let planeIn = g.inHeight * g.inWidth, planeOut = g.outHeight * g.outWidth
+        let planes = dy.count / max(1, planeOut)
+        dy.storage.withUnsafeBufferPointer { pdy in
+            dx.storage.withUnsafeMutableBufferPointer { pdx in
+                argmax.withUnsafeBufferPointer { pa in
+                    for plane in 0..<planes {
+                        for k in 0..<planeOut {
+                            let i = plane * planeOut + k
+                            pdx[plane * planeIn + Int(pa[i])] += pdy[i]
+                        }
+                    }
+                }
+            }
+        }
+        return dx
+    }
+
+    /// Divisor of output position (oy, ox): `kh*kw` when padding counts, else the number of
+    /// window elements inside the input.
+    @inline(__always)
+    static func divisor(_ g: PoolGeometry, _ oy: Int, _ ox: Int, countIncludePad: Bool) -> Float {
+        if countIncludePad {
+            // PyTorch clips the window to the padded input before counting.
+            let y0 = oy * g.strideHeight - g.paddingHeight, x0 = ox * g.strideWidth - g.paddingWidth
+            let y1 = min(y0 + g.kernelHeight, g.inHeight + g.paddingHeight)
+            let x1 = min(x0 + g.kernelWidth, g.inWidth + g.paddingWidth)
+            return Float((y1 - y0) * (x1 - x0))
+        }
+        let y0 = oy * g.strideHeight - g.paddingHeight, x0 = ox * g.strideWidth - g.paddingWidth
+        let h = min(g.inHeight, y0 + g.kernelHeight) - max(0, y0)
+        let w = min(g.inWidth, x0 + g.kernelWidth) - max(0, x0)
+        return Float(max(1, h * w))
+    }
+
+    /// Average pooling forward: `y = sum(window) / divisor`.
+    public static func averageForward(_ x: Tensor, geometry g: PoolGeometry, countIncludePad: Bool = true) -> Tensor {
+        let n = x.shape[0]
+        let oh = g.outHeight, ow = g.outWidth
+        var y = Tensor(shape: [n, g.channels, oh, ow])
+        x.storage.withUnsafeBufferPointer { px in
+            y.storage.withUnsafeMutableBufferPointer { py in
+                for plane in 0..<(n * g.channels) {
+                    let src = px.baseAddress! + plane * g.inHeight * g.inWidth
+                    for oy in 0..<oh {
+                        let y0 = oy * g.strideHeight - g.paddingHeight
+                        for ox in 0..<ow {
+                            let x0 = ox * g.strideWidth - g.paddingWidth
+                            var acc: Float = 0
+                            for i in max(0, y0)..<min(g.inHeight, y0 + g.kernelHeight) {
+                                for j in max(0, x0)..<min(g.inWidth, x0 + g.kernelWidth) { acc += src[i * g.inWidth + j] }
+                            }
+                            py[(plane * oh + oy) * ow + ox] = acc / divisor(g, oy, ox, countIncludePad: countIncludePad)
+                        }
+                    }
+                }
+            }
+        }
+        return y
+    }
+
+    /// Average pooling backward (the transposed map): spreads `dy / divisor` over each window.
+    public static func averageBackward(_ dy: Tensor, inputShape: [Int], geometry g: PoolGeometry, countIncludePad: Bool = true) -> Tensor {
+        var dx = Tensor(shape: inputShape)
+        let oh = g.outHeight, ow = g.outWidth
+        let planes = dy.count / max(1, oh * ow)
+        dy.storage.withUnsafeBufferPointer { pdy in
+            dx.storage.withUnsafeMutableBufferPointer { pdx in
+                for plane in 0..<planes {
+                    let dst = pdx.baseAddress! + plane * g.inHeight * g.inWidth
+                    for oy in 0..<oh {
+                        let y0 = oy * g.strideHeight - g.paddingHeight
+                        for ox in 0..<ow {
+                            let x0 = ox * g.strideWidth - g.paddingWidth
+                            let v = pdy[(plane * oh + oy) * ow + ox] / divisor(g, oy, ox, countIncludePad: countIncludePad)
+                            for i in max(0, y0)..<min(g.inHeight, y0 + g.kernelHeight) {
+                                for j in max(0, x0)..<min(g.inWidth, x0 + g.kernelWidth) { dst[i * g.inWidth + j] += v }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return dx
+    }
+}

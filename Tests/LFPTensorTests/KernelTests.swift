@@ -1,0 +1,250 @@
+import Testing
+@testable import LFPTensor
+
+/// Naive reference loops (the oracles) in Double.
+enum Naive {
+    static func matmul(_ a: Tensor, _ ta: Bool, _ b: Tensor, _ tb: Bool) -> [Double] {
+        let m = ta ? a.shape[1] : a.shape[0], k = ta ? a.shape[0] : a.shape[1]
+        let n = tb ? b.shape[0] : b.shape[1]
+        var c = [Double](repeating: 0, count: m * n)
+        for i in 0..<m { for j in 0..<n { for p in 0..<k {
+            let av = ta ? a[p, i] : a[i, p]
+            let bv = tb ? b[j, p] : b[p, j]
+            c[i * n + j] += Double(av) * Double(bv)
+        } } }
+        return c
+    }
+
+    static func conv(_ x: Tensor, _ w: Tensor, _ b: Tensor?, _ g: ConvGeometry) -> [Double] {
+        let n = x.shape[0]
+        var y = [Double](repeating: 0, count: n * g.outputSize)
+        for s in 0..<n { for o in 0..<g.outChannels { for oy in 0..<g.outHeight { for ox in 0..<g.outWidth {
+            var acc = Double(b?.storage[o] ?? 0)
+            for c in 0..<g.inChannels { for ki in 0..<g.kernelHeight { for kj in 0..<g.kernelWidth {
+                let iy = oy * g.strideHeight - g.paddingHeight + ki * g.dilationHeight
+                let ix = ox * g.strideWidth - g.paddingWidth + kj * g.dilationWidth
+                if iy >= 0 && iy < g.inHeight && ix >= 0 && ix < g.inWidth {
+                    acc += Double(x[s, c, iy, ix]) * Double(w[o, c, ki, kj])
+                }
+            } } }
+            y[((s * g.outChannels + o) * g.outHeight + oy) * g.outWidth + ox] = acc
+        } } } }
+        return y
+    }
+}
+
+func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: String = "",
+                 sourceLocation: SourceLocation = #_sourceLocation) {
+    #expect(a.count == b.count, "\(what): count \(a.count) vs \(b.count)", sourceLocation: sourceLocation)
+    let scale = max(1, b.map(abs).max() ?? 0)
+    var worst = 0.0, worstIndex = 0
+    for i in 0..<min(a.count, b.count) where abs(Double(a[i]) - b[i]) > worst {
+        worst = abs(Double(a[i]) - b[i]); worstIndex = i
+    }
+    #expect(worst <= tolerance * scale, "\(what): max error \(worst) at \(worstIndex) (scale \(scale))", sourceLocation: sourceLocation)
+}
+
+@Suite struct GEMMTests {
+    @Test(arguments: [(false, false), (true, false), (false, true), (true, true)])
+    func matmulMatchesNaiveLoops(ta: Bool, tb: Bool) {
+        var rng = SeededRandom(seed: 7)
+        let (m, k, n) = (13, 29, 7)
+        let a = Tensor.normal(ta ? [k, m] : [m, k], rng: &rng)
+        let b = Tensor.normal(tb ? [n, k] : [k, n], rng: &rng)
+        let c = Tensor.matmul(a, transposeA: ta, b, transposeB: tb)
+        #expect(c.shape == [m, n])
+        expectClose(c.storage, Naive.matmul(a, ta, b, tb), "gemm")
+    }
+
+    @Test func largeMatmulMatchesNaive() {
+        var rng = SeededRandom(seed: 8)
+        let a = Tensor.normal([70, 130], rng: &rng), b = Tensor.normal([130, 90], rng: &rng)
+        expectClose(Tensor.matmul(a, b).storage, Naive.matmul(a, false, b, false), "gemm 70x130x90")
+    }
+
+    @Test func emptyMatmulIsZero() {
+        let c = Tensor.matmul(Tensor(shape: [3, 0]), Tensor(shape: [0, 4]))
+        #expect(c.shape == [3, 4] && c.storage.allSatisfy { $0 == 0 })
+    }
+}
+
+@Suite struct ConvolutionTests {
+    struct Case: Sendable, CustomStringConvertible {
+        var n, c, h, w, o, kh, kw, sh, sw, ph, pw, dh, dw: Int
+        var description: String { "N\(n) C\(c) \(h)x\(w) O\(o) k\(kh)x\(kw) s\(sh),\(sw) p\(ph),\(pw) d\(dh),\(dw)" }
+        var geometry: ConvGeometry {
+            ConvGeometry(inChannels: c, inHeight: h, inWidth: w, outChannels: o, kernel: (kh, kw), stride: (sh, sw),
+                         padding: (ph, pw), dilation: (dh, dw))
+        }
+    }
+
+    static let cases: [Case] = [
+        Case(n: 2, c: 3, h: 8, w: 8, o: 4, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1, dh: 1, dw: 1),
+        Case(n: 1, c: 2, h: 9, w: 7, o: 3, kh: 3, kw: 2, sh: 2, sw: 1, ph: 0, pw: 1, dh: 1, dw: 1),
+        Case(n: 2, c: 1, h: 8, w: 8, o: 2, kh: 3, kw: 3, sh: 2, sw: 2, ph: 1, pw: 1, dh: 1, dw: 1),
+        Case(n: 3, c: 2, h: 10, w: 6, o: 5, kh: 5, kw: 3, sh: 1, sw: 2, ph: 2, pw: 0, dh: 1, dw: 1),
+        Case(n: 1, c: 2, h: 9, w: 9, o: 2, kh: 3, kw: 3, sh: 1, sw: 1, ph: 2, pw: 2, dh: 2, dw: 2),
+        Case(n: 2, c: 3, h: 5, w: 5, o: 2, kh: 5, kw: 5, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1),
+    ]
+
+    @Test(arguments: cases)
+    func forwardMatchesNaive(_ t: Case) {
+        var rng = SeededRandom(seed: 11)
+        let g = t.geometry
+        let x = Tensor.normal([t.n, t.c, t.h, t.w], rng: &rng)
+        let w = Tensor.normal([t.o, t.c, t.kh, t.kw], rng: &rng)
+        let b = Tensor.normal([t.o], rng: &rng)
+        let y = Convolution.forward(x, weight: w, bias: b, geometry: g)
+        #expect(y.shape == [t.n, t.o, g.outHeight, g.outWidth])
+        expectClose(y.storage, Naive.conv(x, w, b, g), "conv forward \(t)")
+    }
+
+    /// The input and weight maps are the adjoints of the forward map:
+    /// <conv(x, w), r> = <x, backwardInput(r, w)> = <w, backwardWeight(r, x)>.
+    @Test(arguments: cases)
+    func backwardMapsAreAdjoints(_ t: Case) {
+        var rng = SeededRandom(seed: 12)
+        let g = t.geometry
+        let x = Tensor.normal([t.n, t.c, t.h, t.w], rng: &rng)
+        let w = Tensor.normal([t.o, t.c, t.kh, t.kw], rng: &rng)
+        let r = Tensor.normal([t.n, t.o, g.outHeight, g.outWidth], rng: &rng)
+        let y = Naive.conv(x, w, nil, g)
+        let lhs = zip(y, r.storage).reduce(0.0) { $0 + $1.0 * Double($1.1) }
+        // Naive input gradient: d/dx of <conv(x,w), r> by explicit loops.
+        var dx = [Double](repeating: 0, count: x.count), dw = [Double](repeating: 0, count: w.count)
+        for s in 0..<t.n { for o in 0..<t.o { for oy in 0..<g.outHeight { for ox in 0..<g.outWidth {
+            let rv = Double(r[s, o, oy, ox])
+            for c in 0..<t.c { for ki in 0..<t.kh { for kj in 0..<t.kw {
+                let iy = oy * t.sh - t.ph + ki * t.dh, ix = ox * t.sw - t.pw + kj * t.dw
+                if iy >= 0 && iy < t.h && ix >= 0 && ix < t.w {
+                    dx[((s * t.c + c) * t.h + iy) * t.w + ix] += rv * Double(w[o, c, ki, kj])
+                    dw[((o * t.c + c) * t.kh + ki) * t.kw + kj] += rv * Double(x[s, c, iy, ix])
+                }
+            } } }
+        } } } }
+        expectClose(Convolution.backwardInput(r, weight: w, geometry: g).storage, dx, "conv input map \(t)")
+        expectClose(Convolution.backwardWeight(r, input: x, geometry: g).storage, dw, "conv weight map \(t)")
+        let rhs = zip(dx, x.storage).reduce(0.0) { $0 + $1.0 * Double($1.1) }
+        #expect(abs(lhs - rhs) <= 1e-6 * max(1, abs(lhs)))
+    }
+
+    @Test func biasMapSumsBatchAndPositions() {
+        var rng = SeededRandom(seed: 3)
+        let dy = Tensor.normal([2, 3, 4, 5], rng: &rng)
+        let db = Convolution.backwardBias(dy)
+        for o in 0..<3 {
+            var s = 0.0
+            for n in 0..<2 { for i in 0..<4 { for j in 0..<5 { s += Double(dy[n, o, i, j]) } } }
+            #expect(abs(Double(db.storage[o]) - s) < 1e-4)
+        }
+    }
+}
+
+@Suite struct PoolingTests {
+    @Test(arguments: [(2, 2, 0), (3, 2, 1), (3, 1, 1), (2, 1, 0)])
+    func maxPoolMatchesNaive(kernel: Int, stride: Int, padding: Int) {
+        var rng = SeededRandom(seed: 5)
+        let x = Tensor.normal([2, 3, 7, 6], rng: &rng)
+        let g = PoolGeometry(channels: 3, inHeight: 7, inWidth: 6, kernel: (kernel, kernel), stride: (stride, stride), padding: (padding, padding))
+        let (y, argmax) = Pooling.maxForward(x, geometry: g)
+        var expected: [Double] = []
+        var dxExpected = [Double](repeating: 0, count: x.count)
+        let dy = Tensor.normal(y.shape, rng: &rng)
+        var k = 0
+        for n in 0..<2 { for c in 0..<3 { for oy in 0..<g.outHeight { for ox in 0..<g.outWidth {
+            var best = -Double.infinity, bi = 0, bj = 0
+            for i in 0..<kernel { for j in 0..<kernel {
+                let iy = oy * stride - padding + i, ix = ox * stride - padding + j
+                if iy >= 0 && iy < 7 && ix >= 0 && ix < 6 && Double(x[n, c, iy, ix]) > best {
+                    best = Double(x[n, c, iy, ix]); bi = iy; bj = ix
+                }
+            } }
+            expected.append(best)
+            dxExpected[((n * 3 + c) * 7 + bi) * 6 + bj] += Double(dy.storage[k])
+            k += 1
+        } } } }
+        expectClose(y.storage, expected, "maxpool")
+        let dx = Pooling.maxBackward(dy, argmax: argmax, inputShape: x.shape, geometry: g)
+        expectClose(dx.storage, dxExpected, "maxpool backward")
+    }
+
+    @Test(arguments: [(2, 2, 0, true), (3, 2, 1, true), (3, 2, 1, false), (3, 1, 1, false)])
+    func avgPoolMatchesNaive(kernel: Int, stride: Int, padding: Int, includePad: Bool) {
+        var rng = SeededRandom(seed: 6)
+        let x = Tensor.normal([2, 2, 7, 6], rng: &rng)
+        let g = PoolGeometry(channels: 2, inHeight: 7, inWidth: 6, kernel: (kernel, kernel), stride: (stride, stride), padding: (padding, padding))
+        let y = Pooling.averageForward(x, geometry: g, countIncludePad: includePad)
+        let dy = Tensor.normal(y.shape, rng: &rng)
+        var expected: [Double] = []
+        var dx = [Double](repeating: 0, count: x.count)
+        var k = 0
+        for n in 0..<2 { for c in 0..<2 { for oy in 0..<g.outHeight { for ox in 0..<g.outWidth {
+            var s = 0.0, inside = 0
+            var cells: [Int] = []
+            for i in 0..<kernel { for j in 0..<kernel {
+                let iy = oy * stride - padding + i, ix = ox * stride - padding + j
+                if iy >= 0 && iy < 7 && ix >= 0 && ix < 6 {
+                    s += Double(x[n, c, iy, ix]); inside += 1
+                    cells.append(((n * 2 + c) * 7 + iy) * 6 + ix)
+                }
+            } }
+            let divisor = includePad ? Double(kernel * kernel) : Double(inside)
+            expected.append(s / divisor)
+            for cell in cells { dx[cell] += Double(dy.storage[k]) / divisor }
+            k += 1
+        } } } }
+        expectClose(y.storage, expected, "avgpool")
+        expectClose(Pooling.averageBackward(dy, inputShape: x.shape, geometry: g, countIncludePad: includePad).storage, dx, "avgpool backward")
+    }
+}
+
+@Suite struct RandomTests {
+    @Test func sameSeedSameSequence() {
+        var a = SeededRandom(seed: 42), b = SeededRandom(seed: 42), c = SeededRandom(seed: 43)
+        let xa = (0..<100).map { _ in a.next() }, xb = (0..<100).map { _ in b.next() }, xc = (0..<100).map { _ in c.next() }
+        #expect(xa == xb)
+        #expect(xa != xc)
+    }
+
+    @Test func uniformStaysInBoundsAndCoversThem() {
+        var rng = SeededRandom(seed: 1)
+        let fanIn = 400
+        let bound = DefaultInitialization.bound(fanIn: fanIn)
+        #expect(abs(bound - 0.05) < 1e-7)
+        let t = Tensor.uniform([20000], bound: bound, rng: &rng)
+        #expect(t.storage.allSatisfy { $0 >= -bound && $0 < bound })
+        #expect(t.storage.max()! > 0.98 * bound && t.storage.min()! < -0.98 * bound)
+        // Uniform(-b, b): mean 0, variance b^2 / 3.
+        let mean = Double(t.mean())
+        let variance = t.squaredNorm() / Double(t.count) - mean * mean
+        #expect(abs(mean) < 0.01 * Double(bound))
+        #expect(abs(variance / (Double(bound * bound) / 3) - 1) < 0.03)
+    }
+
+    @Test func normalHasUnitVariance() {
+        var rng = SeededRandom(seed: 2)
+        let t = Tensor.normal([50000], rng: &rng)
+        #expect(abs(t.mean()) < 0.02)
+        #expect(abs(t.squaredNorm() / 50000 - 1) < 0.03)
+    }
+}
+
+@Suite struct BLASSelectionTests {
+    @Test func legacyCoreOnModernCPUIsReplaced() {
+        let avx512: Set<String> = ["avx", "avx2", "fma", "avx512f", "avx512bw", "avx512dq", "avx512vl"]
+        #expect(BLAS.preferredCore(detected: "Prescott", cpuFlags: avx512) == "SkylakeX")
+        #expect(BLAS.preferredCore(detected: "Prescott", cpuFlags: avx512.union(["avx512_bf16"])) == "Cooperlake")
+        #expect(BLAS.preferredCore(detected: "Prescott", cpuFlags: ["avx", "avx2", "fma"]) == "Haswell")
+        #expect(BLAS.preferredCore(detected: "Prescott", cpuFlags: ["sse3"]) == nil)
+        #expect(BLAS.preferredCore(detected: "SkylakeX", cpuFlags: avx512) == nil)
+        #expect(BLAS.preferredCore(detected: "Haswell", cpuFlags: avx512) == nil)
+    }
+
+    @Test func configurationReportsBackend() {
+        let config = BLAS.configure()
+        #expect(config.threads >= 1)
+        #expect(!config.core.isEmpty)
+        // The in-process core switch itself is exercised in a subprocess by the command tests
+        // (switching kernels while other tests run GEMMs would race).
+    }
+}
