@@ -1,0 +1,218 @@
+import Testing
+@testable import LFP
+import LFPTensor
+
+/// A naive, per-connection implementation of the rules (LFP-MATH.md section 2) in Double:
+/// every connection i -> j of one affine layer is listed explicitly with its z_ij.
+enum NaiveLFP {
+    struct Connection { var output: Int; var input: Int?; var weightIndex: Int?; var weight: Double }
+
+    /// The connections of one sample (the same for every sample), output/input indices within a sample.
+    static func connections(_ layer: Layer, inputShape s: [Int]) -> (conns: [Connection], outputs: Int) {
+        var conns: [Connection] = []
+        switch layer {
+        case .linear(let l):
+            for j in 0..<l.outFeatures {
+                for i in 0..<l.inFeatures { conns.append(.init(output: j, input: i, weightIndex: j * l.inFeatures + i, weight: Double(l.weight.storage[j * l.inFeatures + i]))) }
+                if let b = l.bias { conns.append(.init(output: j, input: nil, weightIndex: nil, weight: Double(b.storage[j]))) }
+            }
+            return (conns, l.outFeatures)
+        case .conv2d(let c):
+            let g = c.geometry(input: s)
+            for o in 0..<g.outChannels { for oy in 0..<g.outHeight { for ox in 0..<g.outWidth {
+                let j = (o * g.outHeight + oy) * g.outWidth + ox
+                for ch in 0..<g.inChannels { for ki in 0..<g.kernelHeight { for kj in 0..<g.kernelWidth {
+                    let iy = oy * g.strideHeight - g.paddingHeight + ki * g.dilationHeight
+                    let ix = ox * g.strideWidth - g.paddingWidth + kj * g.dilationWidth
+                    guard iy >= 0 && iy < g.inHeight && ix >= 0 && ix < g.inWidth else { continue }
+                    let wi = ((o * g.inChannels + ch) * g.kernelHeight + ki) * g.kernelWidth + kj
+                    conns.append(.init(output: j, input: (ch * g.inHeight + iy) * g.inWidth + ix, weightIndex: wi, weight: Double(c.weight.storage[wi])))
+                } } }
+                if let b = c.bias { conns.append(.init(output: j, input: nil, weightIndex: nil, weight: Double(b.storage[o]))) }
+            } } }
+            return (conns, g.outputSize)
+        case .avgPool2d(let p):
+            let g = p.geometry(input: s)
+            for ch in 0..<g.channels { for oy in 0..<g.outHeight { for ox in 0..<g.outWidth {
+                let j = (ch * g.outHeight + oy) * g.outWidth + ox
+                var cells: [Int] = []
+                for ki in 0..<g.kernelHeight { for kj in 0..<g.kernelWidth {
+                    let iy = oy * g.strideHeight - g.paddingHeight + ki, ix = ox * g.strideWidth - g.paddingWidth + kj
+                    if iy >= 0 && iy < g.inHeight && ix >= 0 && ix < g.inWidth { cells.append((ch * g.inHeight + iy) * g.inWidth + ix) }
+                } }
+                let divisor = p.countIncludePad ? Double(g.kernelHeight * g.kernelWidth) : Double(cells.count)
+                for cell in cells { conns.append(.init(output: j, input: cell, weightIndex: nil, weight: 1 / divisor)) }
+            } } }
+            return (conns, g.channels * g.outHeight * g.outWidth)
+        default:
+            fatalError("not affine")
+        }
+    }
+
+    /// f_ij for every connection of one sample, given the input a and output feedback f.
+    static func connectionFeedback(_ rule: Rule, conns: [Connection], a: [Double], f: [Double], outputs: Int) -> [Double] {
+        var z = [Double](repeating: 0, count: outputs), zp = z, zn = z, zabs = z
+        let zij = conns.map { c in (c.input.map { a[$0] } ?? 1) * c.weight }
+        for (c, v) in zip(conns, zij) {
+            z[c.output] += v; zp[c.output] += max(v, 0); zn[c.output] += min(v, 0); zabs[c.output] += abs(v)
+        }
+        return zip(conns, zij).map { c, v in
+            let j = c.output
+            let sign: Double = z[j] >= 0 ? 1 : -1
+            switch rule {
+            case .zero: return z[j] == 0 ? 0 : v / z[j] * f[j]
+            case .epsilon(let e): return v / (z[j] + Double(e) * sign) * f[j]
+            case .alphaBeta(let al, let be, let e):
+                return sign * f[j] * (Double(al) * max(v, 0) / (zp[j] + Double(e)) - Double(be) * min(v, 0) / (zn[j] - Double(e)))
+            case .zPlusZMinus(let e): return sign * f[j] * v / (zabs[j] + Double(e))
+            }
+        }
+    }
+
+    /// Input feedback (per sample), weight and bias feedback (summed) of one affine layer.
+    static func layer(_ rule: Rule, _ layer: Layer, input: Tensor, feedback: Tensor) -> (input: [Double], weight: [Double], bias: [Double]) {
+        let n = input.shape[0]
+        let (conns, outputs) = connections(layer, inputShape: input.shape)
+        let perIn = input.count / n
+        var fin = [Double](repeating: 0, count: input.count)
+        let params = layer.parameters
+        var fw = [Double](repeating: 0, count: params.first?.value.count ?? 0)
+        var fb = [Double](repeating: 0, count: params.count > 1 ? params[1].value.count : 0)
+        for s in 0..<n {
+            let a = (0..<perIn).map { Double(input.storage[s * perIn + $0]) }
+            let f = (0..<outputs).map { Double(feedback.storage[s * outputs + $0]) }
+            let fij = connectionFeedback(rule, conns: conns, a: a, f: f, outputs: outputs)
+            for (c, v) in zip(conns, fij) {
+                let signW: Double = c.weight > 0 ? 1 : (c.weight < 0 ? -1 : 0)
+                if let i = c.input {
+                    fin[s * perIn + i] += v
+                    if let wi = c.weightIndex { fw[wi] += v * signW }
+                } else {
+                    // bias connection of output j: channel = j / positions
+                    let channel = fb.isEmpty ? 0 : c.output / (outputs / fb.count)
+                    fb[channel] += v * signW
+                }
+            }
+        }
+        return (fin, fw, fb)
+    }
+}
+
+@Suite struct RuleTests {
+    static let rules: [Rule] = [.zero, .epsilon, .alphaBeta(alpha: 2, beta: 1, epsilon: 1e-6), .alphaBeta(alpha: 1, beta: 0, epsilon: 1e-6), .zPlusZMinus]
+
+    static func layers() -> [(String, Layer, [Int])] {
+        var rng = SeededRandom(seed: 300)
+        return [
+            ("linear", .linear(Linear(inFeatures: 6, outFeatures: 4, rng: &rng)), [3, 6]),
+            ("linear-no-bias", .linear(Linear(inFeatures: 5, outFeatures: 3, bias: false, rng: &rng)), [2, 5]),
+            ("conv", .conv2d(Conv2d(inChannels: 2, outChannels: 3, kernelSize: (3, 3), padding: (1, 1), rng: &rng)), [2, 2, 5, 5]),
+            ("conv-s2p1", .conv2d(Conv2d(inChannels: 2, outChannels: 2, kernelSize: (3, 3), stride: (2, 2), padding: (1, 1), rng: &rng)), [2, 2, 6, 6]),
+            ("conv-rect", .conv2d(Conv2d(inChannels: 1, outChannels: 2, kernelSize: (2, 3), stride: (1, 2), rng: &rng)), [2, 1, 5, 7]),
+            ("avgpool", .avgPool2d(AvgPool2d(kernel: 2)), [2, 2, 4, 4]),
+            ("avgpool-pad", .avgPool2d(AvgPool2d(kernel: 3, stride: 2, padding: 1, countIncludePad: false)), [1, 2, 5, 5]),
+        ]
+    }
+
+    @Test(arguments: 0..<rules.count, 0..<7)
+    func ruleMatchesNaivePerConnectionLoops(ruleIndex: Int, layerIndex: Int) {
+        let rule = Self.rules[ruleIndex]
+        let (name, layer, shape) = Self.layers()[layerIndex]
+        var rng = SeededRandom(seed: UInt64(1000 + ruleIndex * 10 + layerIndex))
+        let x = Tensor.normal(shape, rng: &rng)  // negative inputs included
+        let model = Sequential([layer])
+        var r2 = SeededRandom(seed: 0)
+        let trace = model.trace(x, training: false, rng: &r2)
+        let f = Tensor.normal(trace.output.shape, rng: &rng)  // negative feedback included
+        let propagator = try! FeedbackPropagator(model: model, composite: .uniform(rule), options: .init(computeInputFeedback: true))
+        let result = propagator.propagate(model: model, trace: trace, feedback: f)
+        let naive = NaiveLFP.layer(rule, layer, input: x, feedback: f)
+        expectClose(result.input!.storage, naive.input, tolerance: 1e-4, "\(rule) \(name): input feedback")
+        if !naive.weight.isEmpty {
+            expectClose(result.parameters["layers.0.weight"]!.storage, naive.weight, tolerance: 1e-4, "\(rule) \(name): weight feedback")
+        }
+        if !naive.bias.isEmpty {
+            expectClose(result.parameters["layers.0.bias"]!.storage, naive.bias, tolerance: 1e-4, "\(rule) \(name): bias feedback")
+        }
+    }
+
+    @Test func lfpZeroWithoutBiasConservesFeedback() {
+        var rng = SeededRandom(seed: 9)
+        let layer = Layer.linear(Linear(inFeatures: 7, outFeatures: 5, bias: false, rng: &rng))
+        let x = Tensor.normal([4, 7], rng: &rng)
+        let model = Sequential([layer])
+        let trace = model.trace(x, training: false, rng: &rng)
+        let f = Tensor.normal([4, 5], rng: &rng)
+        let p = try! FeedbackPropagator(model: model, composite: .uniform(.zero), options: .init(computeInputFeedback: true))
+        let fin = p.propagate(model: model, trace: trace, feedback: f).input!
+        for s in 0..<4 {
+            let sumIn = (0..<7).reduce(0.0) { $0 + Double(fin[s, $1]) }
+            let sumOut = (0..<5).reduce(0.0) { $0 + Double(f[s, $1]) }
+            #expect(abs(sumIn - sumOut) < 1e-4 * max(1, abs(sumOut)))
+        }
+    }
+
+    @Test func alphaBetaSumsToSignedOutputFeedback() {
+        var rng = SeededRandom(seed: 10)
+        let lin = Linear(inFeatures: 6, outFeatures: 4, rng: &rng)
+        let x = Tensor.normal([3, 6], rng: &rng)
+        let f = Tensor.normal([3, 4], rng: &rng)
+        let (conns, outputs) = NaiveLFP.connections(.linear(lin), inputShape: x.shape)
+        for s in 0..<3 {
+            let a = (0..<6).map { Double(x[s, $0]) }, fs = (0..<4).map { Double(f[s, $0]) }
+            let fij = NaiveLFP.connectionFeedback(.alphaBeta(alpha: 2, beta: 1, epsilon: 1e-9), conns: conns, a: a, f: fs, outputs: outputs)
+            let z = Kernels.linearForward(x, weight: lin.weight, bias: lin.bias)
+            for j in 0..<4 {
+                let total = zip(conns, fij).filter { $0.0.output == j }.reduce(0.0) { $0 + $1.1 }
+                let expected = (z[s, j] >= 0 ? 1.0 : -1.0) * fs[j]
+                #expect(abs(total - expected) < 1e-5 * max(1, abs(expected)))
+            }
+        }
+    }
+
+    @Test func zPlusZMinusNeverGrowsFeedback() {
+        var rng = SeededRandom(seed: 11)
+        let lin = Linear(inFeatures: 8, outFeatures: 5, rng: &rng)
+        let x = Tensor.normal([4, 8], rng: &rng), f = Tensor.normal([4, 5], std: 3, rng: &rng)
+        let (conns, outputs) = NaiveLFP.connections(.linear(lin), inputShape: x.shape)
+        for s in 0..<4 {
+            let fij = NaiveLFP.connectionFeedback(.zPlusZMinus, conns: conns, a: (0..<8).map { Double(x[s, $0]) },
+                                                 f: (0..<5).map { Double(f[s, $0]) }, outputs: outputs)
+            for j in 0..<5 {
+                let total = zip(conns, fij).filter { $0.0.output == j }.reduce(0.0) { $0 + abs($1.1) }
+                #expect(total <= abs(Double(f[s, j])) * (1 + 1e-9))
+            }
+        }
+        // And the library's input feedback obeys it summed over outputs (bias-free share included).
+        let model = Sequential([.linear(lin)])
+        let trace = model.trace(x, training: false, rng: &rng)
+        let p = try! FeedbackPropagator(model: model, composite: .uniform(.zPlusZMinus), options: .init(computeInputFeedback: true))
+        let fin = p.propagate(model: model, trace: trace, feedback: f).input!
+        for s in 0..<4 {
+            let sumIn = (0..<8).reduce(0.0) { $0 + abs(Double(fin[s, $1])) }
+            let sumOut = (0..<5).reduce(0.0) { $0 + abs(Double(f[s, $1])) }
+            #expect(sumIn <= sumOut * (1 + 1e-5))
+        }
+    }
+
+    @Test func lfpZeroGivesNoNaNAtExactZeroOutputs() {
+        let lin = Linear(weight: Tensor(shape: [1, 2], storage: [1, -1]), bias: Tensor(shape: [1], storage: [0]))
+        let model = Sequential([.linear(lin)])
+        var rng = SeededRandom(seed: 0)
+        let x = Tensor(shape: [1, 2], storage: [0.5, 0.5])
+        let trace = model.trace(x, training: false, rng: &rng)
+        #expect(trace.output.storage == [0])
+        let p = try! FeedbackPropagator(model: model, composite: .uniform(.zero), options: .init(computeInputFeedback: true))
+        let r = p.propagate(model: model, trace: trace, feedback: Tensor(shape: [1, 1], storage: [1]))
+        #expect(r.input!.storage == [0, 0])
+        #expect(r.parameters["layers.0.weight"]!.storage == [0, 0])
+    }
+
+    @Test func alphaBetaRequiresAlphaMinusBetaOne() {
+        #expect(throws: LFPError.self) { try Rule.checkedAlphaBeta(alpha: 2, beta: 2) }
+        #expect((try? Rule.checkedAlphaBeta(alpha: 3, beta: 2)) == .alphaBeta(alpha: 3, beta: 2, epsilon: 1e-6))
+        #expect(throws: LFPError.self) { try Rule.parse("alpha-beta:1:1") }
+        #expect(throws: LFPError.self) { try Rule.parse("gamma") }
+        #expect((try? Rule.parse("epsilon:0.01")) == .epsilon(0.01))
+    }
+}
