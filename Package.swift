@@ -32,7 +32,7 @@ let package = Package(
             dependencies: [.target(name: "CBLAS", condition: .when(platforms: [.linux]))],
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
-        .target(name: "LFP", dependencies: ["LFPTensor"]),
+        .target(name: "LFP", dependencies: ["LFPTensor", "LFPData"]),
         .target(name: "LFPData", dependencies: ["CZlib"]),
         .target(
             name: "LFPCommands",

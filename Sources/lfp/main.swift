@@ -1,1 +1,3 @@
 import LFPCommands
+
+LFPCommand.main()

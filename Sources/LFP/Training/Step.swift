@@ -33,6 +33,8 @@ public struct Trainer<O: Optimizer>: Sendable {
     public var method: TrainingMethod
     public var propagator: FeedbackPropagator
     public var feedbackFunction: FeedbackFunction
+    /// Rescale the directions so their global L2 norm is at most this (nil: no clipping).
+    public var clipNorm: Float?
 
     public init(model: Sequential, optimizer: O, method: TrainingMethod = .lfp,
                 composite: Composite = .uniform(.epsilon), feedback: FeedbackFunction = .sigmoid,
@@ -64,6 +66,13 @@ public struct Trainer<O: Optimizer>: Sendable {
             let (value, g) = loss.evaluate(logits: logits, labels: labels, reduction: .mean)
             objective = value
             directions = Backpropagation.gradients(model: model, trace: trace, outputGradient: g).parameters
+        }
+        if let clipNorm {
+            let norm = directions.values.reduce(0.0) { $0 + $1.squaredNorm() }.squareRoot()
+            if norm > Double(clipNorm) {
+                let scale = Float(Double(clipNorm) / norm)
+                directions = directions.mapValues { $0 * scale }
+            }
         }
         for (name, d) in directions {
             if let bad = d.firstNonFiniteIndex {

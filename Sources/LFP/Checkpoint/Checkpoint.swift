@@ -1,0 +1,56 @@
+import LFPData
+import LFPTensor
+
+/// Model checkpoints in safetensors, with PyTorch's names and layouts (Linear `[out, in]`,
+/// Conv2d `[out, in, kh, kw]`), written atomically.
+public enum Checkpoint {
+    /// Errors restoring a checkpoint into a model.
+    public enum Error: Swift.Error, CustomStringConvertible, Equatable {
+        case missing(file: String, names: [String])
+        case unexpected(file: String, names: [String])
+        case shapeMismatch(file: String, name: String, expected: [Int], found: [Int])
+        case nonFinite(file: String, name: String)
+
+        public var description: String {
+            switch self {
+            case .missing(let f, let n): "\(f): missing tensors \(n.joined(separator: ", "))"
+            case .unexpected(let f, let n): "\(f): unexpected tensors \(n.joined(separator: ", ")) (not parameters of this model)"
+            case .shapeMismatch(let f, let n, let e, let g): "\(f): tensor \(n) has shape \(g), the model needs \(e)"
+            case .nonFinite(let f, let n): "\(f): tensor \(n) holds NaN or infinite values"
+            }
+        }
+    }
+
+    /// Writes every parameter of `model` (and `metadata`) to `path` atomically.
+    public static func save(_ model: Sequential, metadata: [String: String] = [:], to path: String) throws {
+        let records = model.namedParameters.map { TensorRecord(name: $0.name, shape: $0.value.shape, values: $0.value.storage) }
+        try SafeTensors.write(records, metadata: metadata, to: path)
+    }
+
+    /// Reads a checkpoint's metadata.
+    public static func metadata(at path: String) throws -> [String: String] {
+        try SafeTensors.read(path).metadata
+    }
+
+    /// Loads the parameters stored at `path` into `model`. Names may carry the `layers.` prefix
+    /// or not (`0.weight`, as saved from a PyTorch `nn.Sequential`). Every parameter must be
+    /// present with the right shape; extra tensors are an error unless `allowUnexpected`.
+    public static func restore(_ model: inout Sequential, from path: String, allowUnexpected: Bool = false) throws {
+        let (tensors, _) = try SafeTensors.read(path)
+        var byName: [String: TensorRecord] = [:]
+        for (name, record) in tensors {
+            byName[name.hasPrefix("layers.") ? name : "layers.\(name)"] = record
+        }
+        let expected = model.namedParameters
+        let missing = expected.map(\.name).filter { byName[$0] == nil }
+        if !missing.isEmpty { throw Error.missing(file: path, names: missing) }
+        let extra = Set(byName.keys).subtracting(expected.map(\.name)).sorted()
+        if !extra.isEmpty && !allowUnexpected { throw Error.unexpected(file: path, names: extra) }
+        for (name, value) in expected {
+            let record = byName[name]!
+            guard record.shape == value.shape else { throw Error.shapeMismatch(file: path, name: name, expected: value.shape, found: record.shape) }
+            guard record.values.allSatisfy({ $0.isFinite }) else { throw Error.nonFinite(file: path, name: name) }
+            model.setParameter(name, Tensor(shape: record.shape, storage: record.values))
+        }
+    }
+}

@@ -1,0 +1,123 @@
+import Foundation
+import LFPTensor
+
+/// A labelled dataset the training loop can draw batches from.
+public protocol BatchSource {
+    /// Number of samples.
+    var count: Int { get }
+    /// Shape of one sample (`[C, H, W]` or `[features]`).
+    var sampleShape: [Int] { get }
+    /// Number of classes.
+    var classCount: Int { get }
+    /// Copies the samples at `indices` into caller-owned buffers (resized as needed).
+    func fill(indices: ArraySlice<Int>, features: inout [Float], labels: inout [Int])
+}
+
+/// Metrics of one epoch.
+public struct EpochMetrics: Sendable, Codable {
+    public var epoch: Int
+    /// Mean feedback at the true class (LFP) or mean loss (gradient) over the epoch's batches.
+    public var trainObjective: Double
+    public var trainAccuracy: Double
+    public var testAccuracy: Double?
+    public var seconds: Double
+    public var samplesPerSecond: Double
+    /// Fraction of weights whose sign changed during the epoch.
+    public var signChangeFraction: Double
+    /// Mean squared change of the parameters during the epoch.
+    public var meanSquaredChange: Double
+    /// Median |w| over all weights after the epoch.
+    public var medianAbsWeight: Double
+    public var learningRate: Double
+
+    public init(epoch: Int, trainObjective: Double, trainAccuracy: Double, testAccuracy: Double?, seconds: Double,
+                samplesPerSecond: Double, signChangeFraction: Double, meanSquaredChange: Double, medianAbsWeight: Double,
+                learningRate: Double) {
+        self.epoch = epoch
+        self.trainObjective = trainObjective
+        self.trainAccuracy = trainAccuracy
+        self.testAccuracy = testAccuracy
+        self.seconds = seconds
+        self.samplesPerSecond = samplesPerSecond
+        self.signChangeFraction = signChangeFraction
+        self.meanSquaredChange = meanSquaredChange
+        self.medianAbsWeight = medianAbsWeight
+        self.learningRate = learningRate
+    }
+}
+
+/// The training loop: seeded shuffling, batches, steps, evaluation, metrics.
+public enum Fit {
+    /// Deterministic permutation of `0..<count` for an epoch.
+    public static func permutation(count: Int, seed: UInt64, epoch: Int) -> [Int] {
+        var rng = SeededRandom(seed: seed &+ 0x5EED &* UInt64(epoch + 1))
+        var order = Array(0..<count)
+        order.shuffle(using: &rng)
+        return order
+    }
+
+    /// Accuracy of `model` on a source, evaluated in batches (dropout inactive).
+    public static func accuracy(_ model: Sequential, on source: some BatchSource, batchSize: Int = 256) -> Double {
+        guard source.count > 0 else { return 0 }
+        var features: [Float] = [], labels: [Int] = []
+        var correct = 0
+        let indices = Array(0..<source.count)
+        var start = 0
+        while start < source.count {
+            let end = min(source.count, start + batchSize)
+            source.fill(indices: indices[start..<end], features: &features, labels: &labels)
+            let x = Tensor(shape: [end - start] + source.sampleShape, storage: features)
+            let predictions = model(x).argmaxRows()
+            correct += zip(predictions, labels).filter { $0 == $1 }.count
+            start = end
+        }
+        return Double(correct) / Double(source.count)
+    }
+
+    /// Statistics of how the weights moved between two snapshots of the same model.
+    public static func parameterMovement(from before: Sequential, to after: Sequential) -> (signChanges: Double, meanSquaredChange: Double, medianAbsWeight: Double) {
+        var changed = 0, weights = 0
+        var squared = 0.0, total = 0
+        var magnitudes: [Float] = []
+        for ((name, a), (_, b)) in zip(before.namedParameters, after.namedParameters) {
+            for i in 0..<a.count {
+                let d = Double(b.storage[i] - a.storage[i])
+                squared += d * d
+            }
+            total += a.count
+            if name.hasSuffix("weight") {
+                for i in 0..<a.count where (a.storage[i] > 0) != (b.storage[i] > 0) && a.storage[i] != 0 { changed += 1 }
+                weights += a.count
+                magnitudes += b.storage.map(abs)
+            }
+        }
+        magnitudes.sort()
+        let median = magnitudes.isEmpty ? 0 : Double(magnitudes[magnitudes.count / 2])
+        return (weights == 0 ? 0 : Double(changed) / Double(weights), total == 0 ? 0 : squared / Double(total), median)
+    }
+
+    /// Trains for one epoch. `onBatch(batchIndex, batchCount, result)` is called after every step.
+    public static func epoch<O: Optimizer>(_ trainer: inout Trainer<O>, data: some BatchSource, epoch: Int, batchSize: Int, seed: UInt64,
+                                          schedule: ((Int) -> Float)? = nil, firstStep: Int = 0,
+                                          onBatch: (Int, Int, StepResult) -> Void = { _, _, _ in },
+                                          beforeStep: (Int, inout Trainer<O>) -> Void = { _, _ in }) throws(NumericalFault) -> (objective: Double, accuracy: Double) {
+        let order = permutation(count: data.count, seed: seed, epoch: epoch)
+        let batches = stride(from: 0, to: order.count, by: batchSize).map { order[$0..<min(order.count, $0 + batchSize)] }
+        var features: [Float] = [], labels: [Int] = []
+        var objective = 0.0, correct = 0, seen = 0
+        for (b, slice) in batches.enumerated() {
+            if let schedule { trainer.optimizer.learningRate = schedule(firstStep + b) }
+            beforeStep(firstStep + b, &trainer)
+            data.fill(indices: slice, features: &features, labels: &labels)
+            let x = Tensor(shape: [slice.count] + data.sampleShape, storage: features)
+            // Dropout masks depend only on (seed, epoch, batch): runs are reproducible and resumable.
+            var rng = SeededRandom(seed: seed ^ (UInt64(epoch) << 32) ^ UInt64(b) &* 0x9E37_79B9)
+            let result = try trainer.step(input: x, labels: labels, rng: &rng)
+            objective += Double(result.objective) * Double(result.count)
+            correct += result.correct
+            seen += result.count
+            onBatch(b, batches.count, result)
+        }
+        return (seen == 0 ? 0 : objective / Double(seen), seen == 0 ? 0 : Double(correct) / Double(seen))
+    }
+}

@@ -1,0 +1,84 @@
+import ArgumentParser
+import Foundation
+import LFPTensor
+
+/// Measured sgemm throughput.
+public struct SgemmMeasurement: Codable, Sendable {
+    public var n: Int
+    public var gflops: Double
+}
+
+/// `lfp doctor`: what BLAS runs, on which kernels, how fast.
+public enum DoctorReport {
+    /// Median GFLOP/s of `n x n x n` sgemm over `repeats` runs (after a warm-up).
+    public static func sgemmGFLOPS(n: Int, repeats: Int = 7) -> Double {
+        var rng = SeededRandom(seed: UInt64(n))
+        let a = Tensor.uniform([n, n], bound: 1, rng: &rng), b = Tensor.uniform([n, n], bound: 1, rng: &rng)
+        var c = [Float](repeating: 0, count: n * n)
+        func run() {
+            a.storage.withUnsafeBufferPointer { pa in
+                b.storage.withUnsafeBufferPointer { pb in
+                    c.withUnsafeMutableBufferPointer { pc in
+                        BLAS.gemm(transposeA: false, transposeB: false, m: n, n: n, k: n, alpha: 1, a: pa.baseAddress!, lda: n,
+                                  b: pb.baseAddress!, ldb: n, beta: 0, c: pc.baseAddress!, ldc: n)
+                    }
+                }
+            }
+        }
+        run()
+        // Enough inner repetitions that one timing lasts a few milliseconds.
+        let inner = max(1, 20_000_000 / (n * n * n / 10 + 1))
+        var rates: [Double] = []
+        for _ in 0..<repeats {
+            let start = DispatchTime.now().uptimeNanoseconds
+            for _ in 0..<inner { run() }
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            rates.append(2 * Double(n * n * n) * Double(inner) / seconds / 1e9)
+        }
+        rates.sort()
+        return rates[rates.count / 2]
+    }
+}
+
+struct Doctor: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show the BLAS backend, its kernels and threads, and measure sgemm speed.")
+
+    @Option(help: "BLAS threads (default: all cores).") var threads: Int?
+    @Flag(help: "Print one JSON object.") var json = false
+    @Option(help: "Matrix sizes to measure.") var sizes: [Int] = [128, 512, 1024]
+
+    mutating func validate() throws {
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1, got \(threads)") }
+        if sizes.contains(where: { $0 < 1 || $0 > 8192 }) { throw ValidationError("--sizes must be between 1 and 8192") }
+    }
+
+    func run() throws {
+        if let threads { BLAS.setThreads(threads) }
+        let config = BLAS.configure()
+        var measurements: [SgemmMeasurement] = []
+        if !json {
+            print("backend: \(config.backend)")
+            print("core:    \(config.core)\(config.detectedCore.map { " (OpenBLAS detected \($0); switched to the kernels this CPU supports)" } ?? "")")
+            print("threads: \(config.threads)")
+        }
+        for n in sizes {
+            let g = DoctorReport.sgemmGFLOPS(n: n)
+            measurements.append(SgemmMeasurement(n: n, gflops: (g * 10).rounded() / 10))
+            if !json { print("sgemm n=\(n): \(String(format: "%.1f", g)) GFLOP/s") }
+        }
+        if json {
+            struct Report: Codable {
+                var backend: String
+                var core: String
+                var detected_core: String?
+                var threads: Int
+                var sgemm: [SgemmMeasurement]
+            }
+            let report = Report(backend: config.backend, core: config.core, detected_core: config.detectedCore,
+                                threads: config.threads, sgemm: measurements)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+        }
+    }
+}

@@ -1,0 +1,149 @@
+import Foundation
+import Testing
+@testable import LFPCommands
+import LFP
+import LFPData
+import LFPTensor
+
+func temporaryDirectory(_ name: String) -> URL {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("lfp-tests-\(name)-\(UUID().uuidString)")
+    try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    return url
+}
+
+/// Runs `lfp <arguments>` in-process.
+func runLFP(_ arguments: [String]) throws {
+    var command = try LFPCommand.parseAsRoot(arguments)
+    try command.run()
+}
+
+/// The built `lfp` executable next to the test bundle.
+func lfpExecutable() -> URL? {
+    var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    for _ in 0..<4 {
+        let candidate = dir.appendingPathComponent("lfp")
+        if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
+        dir = dir.deletingLastPathComponent()
+    }
+    return nil
+}
+
+func runProcess(_ url: URL, _ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, stdout: String, stderr: String) {
+    let process = Process()
+    process.executableURL = url
+    process.arguments = arguments
+    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    let out = Pipe(), err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+}
+
+@Suite struct CommandTests {
+    @Test func trainOnToyDataWritesMetricsPlotAndCheckpoint() throws {
+        let dir = temporaryDirectory("toy")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try runLFP(["train", "--model", "toy", "--dataset", "blobs", "--epochs", "3", "--batch-size", "16", "--lr", "0.01",
+                    "--output", dir.path, "--quiet"])
+        let csv = try String(contentsOf: dir.appendingPathComponent("metrics.csv"), encoding: .utf8)
+        let rows = csv.split(separator: "\n")
+        #expect(rows.count == 4)
+        #expect(rows[0].hasPrefix("epoch,train_objective,train_accuracy,test_accuracy"))
+        let jsonl = try String(contentsOf: dir.appendingPathComponent("metrics.jsonl"), encoding: .utf8).split(separator: "\n")
+        #expect(jsonl.count == 3)
+        let last = try JSONSerialization.jsonObject(with: Data(jsonl.last!.utf8)) as! [String: Any]
+        let accuracy = try #require(last["test_accuracy"] as? Double)
+        #expect(accuracy > 0.8, "LFP on separable blobs should learn; got \(accuracy)")
+        let svg = try String(contentsOf: dir.appendingPathComponent("accuracy.svg"), encoding: .utf8)
+        #expect(svg.contains("<svg") && svg.contains("accuracy") && svg.contains("polyline"))
+        // The checkpoint evaluates to the same accuracy.
+        try runLFP(["evaluate", "--checkpoint", dir.appendingPathComponent("model.safetensors").path, "--dataset", "blobs"])
+        var model = try ModelZoo.make("toy", .init(inputShape: [2], classes: 3), seed: 99)
+        try Checkpoint.restore(&model, from: dir.appendingPathComponent("model.safetensors").path)
+    }
+
+    @Test func gradientAndGradientThenLFPTrain() throws {
+        for method in ["gradient", "gradient-then-lfp"] {
+            let dir = temporaryDirectory(method)
+            defer { try? FileManager.default.removeItem(at: dir) }
+            try runLFP(["train", "--model", "toy", "--dataset", "circles", "--epochs", "2", "--method", method,
+                        "--pretrain-steps", "20", "--output", dir.path, "--quiet", "--schedule", "cosine"])
+            #expect(FileManager.default.fileExists(atPath: dir.appendingPathComponent("model.safetensors").path))
+        }
+    }
+
+    @Test func trainsLeNetOnIDXFilesInADirectory() throws {
+        let dir = temporaryDirectory("idx")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        // A tiny MNIST-like set: class k is a bright square at position k.
+        var rng = SeededRandom(seed: 3)
+        func make(_ count: Int, _ prefix: String) throws {
+            var pixels = [UInt8](repeating: 0, count: count * 28 * 28)
+            var labels = [UInt8]()
+            for i in 0..<count {
+                let label = i % 10
+                labels.append(UInt8(label))
+                let (r0, c0) = (2 + (label / 5) * 12, 2 + (label % 5) * 5)
+                for r in r0..<(r0 + 10) { for c in c0..<(c0 + 4) { pixels[i * 784 + r * 28 + c] = UInt8(200 + Int(rng.nextUnit() * 55)) } }
+            }
+            try IDX.write(images: pixels, count: count, rows: 28, cols: 28, to: dir.appendingPathComponent("\(prefix)-images-idx3-ubyte.gz").path, gzip: true)
+            try IDX.writeLabels(labels, to: dir.appendingPathComponent("\(prefix)-labels-idx1-ubyte.gz").path, gzip: true)
+        }
+        try make(300, "train")
+        try make(100, "t10k")
+        let out = dir.appendingPathComponent("run")
+        try runLFP(["train", "--dataset", "mnist", "--data-dir", dir.path, "--epochs", "2", "--output", out.path, "--quiet"])
+        let jsonl = try String(contentsOf: out.appendingPathComponent("metrics.jsonl"), encoding: .utf8).split(separator: "\n")
+        let last = try JSONSerialization.jsonObject(with: Data(jsonl.last!.utf8)) as! [String: Any]
+        #expect((last["test_accuracy"] as? Double ?? 0) > 0.5)
+    }
+
+    @Test func badOptionsAreRejectedWithClearErrors() {
+        #expect(throws: (any Error).self) { try LFPCommand.parseAsRoot(["train", "--model", "resnet"]) }
+        #expect(throws: (any Error).self) { try LFPCommand.parseAsRoot(["train", "--lr", "-1"]) }
+        #expect(throws: (any Error).self) { try LFPCommand.parseAsRoot(["train", "--epochs", "0"]) }
+        #expect(throws: (any Error).self) { try LFPCommand.parseAsRoot(["train", "--composite", "nonsense"]) }
+        #expect(throws: (any Error).self) { try LFPCommand.parseAsRoot(["train", "--no-such-option"]) }
+        #expect(throws: (any Error).self) { try runLFP(["train", "--dataset", "mnist", "--data-dir", "/nonexistent", "--quiet"]) }
+    }
+
+    @Test func stepBenchmarkRuns() throws {
+        let r = try StepBench.run(model: "lenet1x28", batch: 2, method: "lfp", steps: 2, warmup: 1)
+        #expect(r.median_ms > 0 && r.samples_per_s > 0 && r.peak_rss_mb > 0)
+    }
+
+    @Test func doctorCorrectsAMisdetectedOpenBLASCore() throws {
+        guard let lfp = lfpExecutable() else {
+            Issue.record("lfp executable not found next to the tests")
+            return
+        }
+        guard BLAS.configuration.backend == "OpenBLAS", BLAS.cpuFlags().contains("avx2") else { return }
+        // OPENBLAS_CORETYPE=Prescott reproduces the misdetection; LFP_BLAS_CORE=auto asks the library to correct it.
+        let r = try runProcess(lfp, ["doctor", "--json", "--sizes", "64"], environment: ["OPENBLAS_CORETYPE": "Prescott", "LFP_BLAS_CORE": "auto"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let json = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        #expect((json["detected_core"] as? String)?.lowercased() == "prescott")
+        let core = (json["core"] as? String ?? "").lowercased()
+        #expect(["skylakex", "cooperlake", "haswell", "sapphirerapids", "zen"].contains(core), "core \(core)")
+        #expect((json["threads"] as? Int ?? 0) >= 1)
+        let sgemm = json["sgemm"] as? [[String: Any]] ?? []
+        #expect(sgemm.first?["n"] as? Int == 64 && (sgemm.first?["gflops"] as? Double ?? 0) > 0)
+        // Without the request, an explicit OPENBLAS_CORETYPE is respected.
+        let kept = try runProcess(lfp, ["doctor", "--json", "--sizes", "64"], environment: ["OPENBLAS_CORETYPE": "Prescott"])
+        let keptJSON = try JSONSerialization.jsonObject(with: Data(kept.stdout.utf8)) as! [String: Any]
+        #expect((keptJSON["core"] as? String)?.lowercased() == "prescott")
+    }
+
+    @Test func cliReportsErrorsWithNonZeroExit() throws {
+        guard let lfp = lfpExecutable() else { return }
+        let bad = try runProcess(lfp, ["train", "--model", "nope"])
+        #expect(bad.status != 0)
+        #expect(bad.stderr.contains("unknown --model 'nope'"))
+        let missing = try runProcess(lfp, ["train", "--dataset", "mnist", "--data-dir", "/nonexistent-dir", "--quiet"])
+        #expect(missing.status != 0)
+        #expect(missing.stderr.contains("error:") && missing.stderr.contains("/nonexistent-dir"))
+    }
+}
