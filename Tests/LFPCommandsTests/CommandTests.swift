@@ -95,7 +95,7 @@ func runProcess(_ url: URL, _ arguments: [String], environment: [String: String]
         try make(300, "train")
         try make(100, "t10k")
         let out = dir.appendingPathComponent("run")
-        try runLFP(["train", "--dataset", "mnist", "--data-dir", dir.path, "--epochs", "2", "--output", out.path, "--quiet"])
+        try runLFP(["train", "--dataset", "mnist", "--data-dir", dir.path, "--epochs", "6", "--output", out.path, "--quiet"])
         let jsonl = try String(contentsOf: out.appendingPathComponent("metrics.jsonl"), encoding: .utf8).split(separator: "\n")
         let last = try JSONSerialization.jsonObject(with: Data(jsonl.last!.utf8)) as! [String: Any]
         #expect((last["test_accuracy"] as? Double ?? 0) > 0.5)
