@@ -127,6 +127,20 @@ extension Tensor {
         BLAS.axpy(alpha: alpha, x: x.storage, y: &storage)
     }
 
+    /// Negates every element in place.
+    public mutating func negate() {
+        storage.withUnsafeMutableBufferPointer { p in
+            for i in p.indices { p[i] = -p[i] }
+        }
+    }
+
+    /// Multiplies every element by `s` in place.
+    public mutating func scale(by s: Float) {
+        storage.withUnsafeMutableBufferPointer { p in
+            for i in p.indices { p[i] *= s }
+        }
+    }
+
     /// Elementwise absolute value.
     public var magnitude: Tensor { map { abs($0) } }
     /// Elementwise positive part `max(x, 0)`.

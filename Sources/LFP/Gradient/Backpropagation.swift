@@ -21,10 +21,12 @@ public enum Backpropagation {
         precondition(trace.outputs.count == model.layers.count, "trace does not belong to this model")
         var grads: [String: Tensor] = [:]
         var g = outputGradient
+        let lowest = model.firstParameterLayer ?? model.layers.count
         for index in model.layers.indices.reversed() {
             let layer = model.layers[index]
             let input = trace.inputs[index]
-            let needInput = index > 0 || computeInputGradient
+            if index < lowest && !computeInputGradient { break }  // nothing below needs the signal
+            let needInput = index > lowest || computeInputGradient
             switch layer {
             case .linear, .conv2d, .avgPool2d:
                 let map = AffineMap(layer, inputShape: input.shape)!

@@ -64,16 +64,29 @@ public struct Sequential: Sendable, Equatable {
     }
 
     /// Applies `update` to every parameter in place.
+    /// The layer is taken out of the array while it is updated, so each parameter's storage is
+    /// uniquely referenced and updated without a copy.
     public mutating func updateParameters(_ update: (String, inout Tensor) -> Void) {
         for index in layers.indices {
-            for (local, value) in layers[index].parameters {
-                var v = value
-                layers[index].setParameter(local, Tensor(shape: [0]))  // release the reference so `v` is unique
-                update(Self.parameterName(layer: index, local), &v)
-                layers[index].setParameter(local, v)
+            switch layers[index] {
+            case .linear(var l):
+                layers[index] = .flatten
+                update(Self.parameterName(layer: index, "weight"), &l.weight)
+                if l.bias != nil { update(Self.parameterName(layer: index, "bias"), &l.bias!) }
+                layers[index] = .linear(l)
+            case .conv2d(var c):
+                layers[index] = .flatten
+                update(Self.parameterName(layer: index, "weight"), &c.weight)
+                if c.bias != nil { update(Self.parameterName(layer: index, "bias"), &c.bias!) }
+                layers[index] = .conv2d(c)
+            default:
+                continue
             }
         }
     }
+
+    /// Index of the first layer with parameters: signals below it are never needed for training.
+    public var firstParameterLayer: Int? { layers.firstIndex { !$0.parameters.isEmpty } }
 
     /// Evaluation-mode forward pass (dropout inactive).
     public func callAsFunction(_ input: Tensor) -> Tensor {

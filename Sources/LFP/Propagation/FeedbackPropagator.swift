@@ -44,21 +44,25 @@ public struct FeedbackPropagator: Sendable {
         var layerFeedback: [Tensor] = options.recordLayerFeedback ? Array(repeating: Tensor(shape: [0]), count: model.layers.count) : []
         var f = feedback
         let batch = Float(max(1, feedback.shape.first ?? 1))
+        let lowest = model.firstParameterLayer ?? model.layers.count
         for index in model.layers.indices.reversed() {
             if options.recordLayerFeedback { layerFeedback[index] = f }
+            if index < lowest && !options.computeInputFeedback && !options.recordLayerFeedback { break }
             let layer = model.layers[index]
             let input = trace.inputs[index]
-            let needInput = index > 0 || options.computeInputFeedback
+            let needInput = index > lowest || options.computeInputFeedback || options.recordLayerFeedback
             switch layer {
             case .linear, .conv2d, .avgPool2d:
                 let map = AffineMap(layer, inputShape: input.shape)!
                 let out = rules[index]!.apply(map, input: input, output: trace.outputs[index], feedback: f, needInput: needInput)
                 let scale: Float = options.reduction == .mean ? 1 / batch : 1
-                if let fw = out.weightFeedback {
-                    result[Sequential.parameterName(layer: index, "weight")] = scale == 1 ? fw : fw * scale
+                if var fw = out.weightFeedback {
+                    if scale != 1 { fw.scale(by: scale) }
+                    result[Sequential.parameterName(layer: index, "weight")] = fw
                 }
-                if let fb = out.biasFeedback {
-                    result[Sequential.parameterName(layer: index, "bias")] = scale == 1 ? fb : fb * scale
+                if var fb = out.biasFeedback {
+                    if scale != 1 { fb.scale(by: scale) }
+                    result[Sequential.parameterName(layer: index, "bias")] = fb
                 }
                 if let fi = out.inputFeedback {
                     f = fi

@@ -102,10 +102,22 @@ extension Rule {
                 s.formZipMap(d, *)
             default: fatalError("unreachable")
             }
+            // F_in = A ⊙ (S W),  F(W) = |W| ⊙ (S^T A),  F(b) = |b| ⊙ sum S  (fused in place).
             var out = RuleOutput()
-            if needInput { out.inputFeedback = map.transpose(s, .plain) * a }
-            if let w = map.weight, let sw = map.weightMap(s, input: a) { out.weightFeedback = w.magnitude * sw }
-            if let b = map.bias { out.biasFeedback = b.magnitude * map.biasMap(s) }
+            if needInput {
+                var t = map.transpose(s, .plain)
+                t.formZipMap(a, *)
+                out.inputFeedback = t
+            }
+            if let w = map.weight, var sw = map.weightMap(s, input: a) {
+                sw.formZipMap(w) { $0 * abs($1) }
+                out.weightFeedback = sw
+            }
+            if let b = map.bias {
+                var sb = map.biasMap(s)
+                sb.formZipMap(b) { $0 * abs($1) }
+                out.biasFeedback = sb
+            }
             return out
 
         case .alphaBeta(let alpha, let beta, let eps):

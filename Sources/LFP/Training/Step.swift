@@ -60,8 +60,8 @@ public struct Trainer<O: Optimizer>: Sendable {
             let f = feedbackFunction(logits: logits, labels: labels)
             let c = logits.shape[1]
             objective = labels.enumerated().reduce(0) { $0 + f.storage[$1.offset * c + $1.element] } / Float(max(1, labels.count))
-            let signals = propagator.propagate(model: model, trace: trace, feedback: f)
-            directions = signals.parameters.mapValues { -$0 }
+            directions = propagator.propagate(model: model, trace: trace, feedback: f).parameters
+            for name in directions.keys { directions[name]!.negate() }  // the optimizer descends along -feedback
         case .gradient(let loss):
             let (value, g) = loss.evaluate(logits: logits, labels: labels, reduction: .mean)
             objective = value
