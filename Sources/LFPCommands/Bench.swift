@@ -43,24 +43,37 @@ public enum StepBench {
 
     /// Median step time over `steps` steps after `warmup` steps, on random data.
     public static func run(model name: String, batch: Int, method: String, steps: Int = 30, warmup: Int = 5) throws -> StepBenchmark {
+        try compare(model: name, batch: batch, methods: [method], steps: steps, warmup: warmup)[0]
+    }
+
+    /// Times several methods on the same model and data, alternating them step by step so that
+    /// machine noise hits all of them alike (the robust way to get a ratio on a shared machine).
+    public static func compare(model name: String, batch: Int, methods: [String], steps: Int = 30, warmup: Int = 5) throws -> [StepBenchmark] {
         let shape = inputShape(name)
         let model = try ModelZoo.make(name, .init(inputShape: shape, classes: 10), seed: 1)
-        var trainer = try Trainer(model: model, optimizer: SGD(learningRate: 1e-4, momentum: 0.9),
-                                  method: method == "gradient" ? .gradient(.softmaxCrossEntropy) : .lfp)
+        var trainers = try methods.map { method in
+            try Trainer(model: model, optimizer: SGD(learningRate: 1e-4, momentum: 0.9),
+                        method: method == "gradient" ? .gradient(.softmaxCrossEntropy) : .lfp)
+        }
         var rng = SeededRandom(seed: 2)
         let x = Tensor.normal([batch] + shape, rng: &rng)
         let labels = (0..<batch).map { $0 % 10 }
-        var times: [Double] = []
+        var times = [[Double]](repeating: [], count: methods.count)
         for i in 0..<(warmup + steps) {
-            let start = DispatchTime.now().uptimeNanoseconds
-            try trainer.step(input: x, labels: labels, rng: &rng)
-            let ms = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
-            if i >= warmup { times.append(ms) }
+            for m in methods.indices {
+                let start = DispatchTime.now().uptimeNanoseconds
+                try trainers[m].step(input: x, labels: labels, rng: &rng)
+                let ms = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6
+                if i >= warmup { times[m].append(ms) }
+            }
         }
-        times.sort()
-        let median = times[times.count / 2]
-        return StepBenchmark(model: name, batch: batch, method: method, median_ms: (median * 100).rounded() / 100,
-                             samples_per_s: (Double(batch) / median * 1000).rounded(), peak_rss_mb: (peakRSSMegabytes() * 10).rounded() / 10)
+        let rss = (peakRSSMegabytes() * 10).rounded() / 10
+        return methods.indices.map { m in
+            let sorted = times[m].sorted()
+            let median = sorted[sorted.count / 2]
+            return StepBenchmark(model: name, batch: batch, method: methods[m], median_ms: (median * 100).rounded() / 100,
+                                 samples_per_s: (Double(batch) / median * 1000).rounded(), peak_rss_mb: rss)
+        }
     }
 }
 
@@ -116,8 +129,8 @@ struct BenchAll: ParsableCommand {
         }
         for model in StepBench.models {
             for batch in [32, 256] {
-                let lfp = try StepBench.run(model: model, batch: batch, method: "lfp", steps: steps)
-                let grad = try StepBench.run(model: model, batch: batch, method: "gradient", steps: steps)
+                let pair = try StepBench.compare(model: model, batch: batch, methods: ["lfp", "gradient"], steps: steps)
+                let (lfp, grad) = (pair[0], pair[1])
                 if json {
                     let e = JSONEncoder()
                     e.outputFormatting = [.sortedKeys]

@@ -2,12 +2,6 @@ import Foundation
 import LFP
 import LFPData
 
-extension Dataset: BatchSource {
-    public func fill(indices: ArraySlice<Int>, features: inout [Float], labels: inout [Int]) {
-        batch(indices: indices, into: &features, labels: &labels)
-    }
-}
-
 /// Where `lfp` finds data sets by name.
 enum DataSets {
     static let names = ["fashion-mnist", "mnist", "cifar10", "csv", "sign", "blobs", "circles", "spirals"]

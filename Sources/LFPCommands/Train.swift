@@ -46,7 +46,7 @@ struct ModelOptions: ParsableArguments {
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train a model with LFP (default) or gradient descent.",
-        discussion: "With no options: LeNet on Fashion-MNIST with LFP-epsilon, sigmoid feedback, SGD momentum 0.9.")
+        discussion: "With no options: LeNet on Fashion-MNIST, LFP-epsilon, sigmoid feedback, SGD lr 0.003 momentum 0.9, cosine schedule, batch 32, 3 epochs.")
 
     @OptionGroup var modelOptions: ModelOptions
     @Option(help: "Dataset: \(DataSets.names.joined(separator: ", ")).") var dataset = "fashion-mnist"
@@ -63,7 +63,7 @@ struct Train: ParsableCommand {
     @Option(help: "SGD momentum.") var momentum: Float = 0.9
     @Flag(help: "Nesterov momentum.") var nesterov = false
     @Option(help: "Weight decay.") var weightDecay: Float = 0
-    @Option(help: "constant, step:N[:gamma], multistep:m1,m2[:gamma], cosine, onecycle (stepped per batch).") var schedule = "constant"
+    @Option(help: "constant, step:N[:gamma], multistep:m1,m2[:gamma], cosine, onecycle (stepped per batch; cosine anneals over the whole run).") var schedule = "cosine"
     @Option(help: "Clip the update direction to this global L2 norm.") var clip: Float?
     @Option(help: "Epochs.") var epochs = 3
     @Option(help: "Batch size.") var batchSize = 32
