@@ -115,17 +115,24 @@ struct BenchStep: ParsableCommand {
 }
 
 struct BenchAll: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "all", abstract: "The full table: every benchmark model, batch 32 and 256, LFP and gradient.")
+    static let configuration = CommandConfiguration(commandName: "all", abstract: "The full table: every benchmark model, batch 32 and 256, LFP and gradient, against the reference.")
 
     @Option(help: "Timed steps per configuration.") var steps = 30
     @Option(help: "BLAS threads (default: all cores).") var threads: Int?
     @Flag(help: "Print JSON lines.") var json = false
 
+    /// The reference implementation's LFP step on this machine (REFERENCE.md, fastest of its measured range, ms).
+    static let referenceLFP: [String: Double] = [
+        "mlp3072/32": 8.7, "mlp3072/256": 17.7, "lenet3x32/32": 18.8, "lenet3x32/256": 87.7, "lenet1x28/32": 11.8, "lenet1x28/256": 67.0,
+    ]
+
     func run() throws {
         if let threads { BLAS.setThreads(threads) }
+        let config = BLAS.configure()
         if !json {
-            print("| model | batch | LFP ms | gradient ms | LFP / gradient | LFP samples/s |")
-            print("|---|---|---|---|---|---|")
+            print("BLAS: \(config.backend) \(config.core), \(config.threads) threads; \(steps) timed steps, LFP and gradient alternating\n")
+            print("| model | batch | LFP ms | gradient ms | LFP / gradient | reference LFP ms | reference / ours | LFP samples/s | peak RSS MB |")
+            print("|---|---|---|---|---|---|---|---|---|")
         }
         for model in StepBench.models {
             for batch in [32, 256] {
@@ -137,7 +144,8 @@ struct BenchAll: ParsableCommand {
                     print(String(decoding: try e.encode(lfp), as: UTF8.self))
                     print(String(decoding: try e.encode(grad), as: UTF8.self))
                 } else {
-                    print("| \(model) | \(batch) | \(lfp.median_ms) | \(grad.median_ms) | \(String(format: "%.2f", lfp.median_ms / grad.median_ms)) | \(Int(lfp.samples_per_s)) |")
+                    let ref = Self.referenceLFP["\(model)/\(batch)"] ?? .nan
+                    print("| \(model) | \(batch) | \(lfp.median_ms) | \(grad.median_ms) | \(String(format: "%.2f", lfp.median_ms / grad.median_ms)) | \(ref) | \(String(format: "%.2f", ref / lfp.median_ms)) | \(Int(lfp.samples_per_s)) | \(lfp.peak_rss_mb) |")
                 }
             }
         }

@@ -73,9 +73,49 @@ struct Train: ParsableCommand {
     @Option(help: "BLAS threads (default: all cores).") var threads: Int?
     @Option(help: "Output directory for metrics, plot and checkpoint.") var output = "runs/latest"
     @Flag(help: "Print a final JSON summary on stdout.") var json = false
+    @Option(help: "Also write a resumable checkpoint every N steps (one is always written after each epoch).") var checkpointEvery: Int?
+    @Option(help: "Stop after N steps in this process as if interrupted (checkpoint written; continue with --resume).") var stopAfter: Int?
+    @Option(help: "Continue the interrupted run in this output directory (its options are taken from DIR/run.json).") var resume: String?
+
+    var resuming: Bool { resume != nil }
+
+    /// The options that define the run, as arguments (saved to run.json, replayed by --resume).
+    var arguments: [String] {
+        var a = ["--model", modelOptions.model, "--activation", modelOptions.activation, "--dropout", "\(modelOptions.dropout)",
+                 "--width", "\(modelOptions.width)", "--dataset", dataset, "--method", method, "--pretrain-steps", "\(pretrainSteps)",
+                 "--composite", composite, "--feedback", feedback, "--reduction", reduction, "--optimizer", optimizer,
+                 "--momentum", "\(momentum)", "--weight-decay", "\(weightDecay)", "--schedule", schedule,
+                 "--epochs", "\(epochs)", "--batch-size", "\(batchSize)", "--seed", "\(seed)"]
+        if let dataDir { a += ["--data-dir", URL(fileURLWithPath: dataDir).standardizedFileURL.path] }
+        if let lr { a += ["--lr", "\(lr)"] }
+        if let clip { a += ["--clip", "\(clip)"] }
+        if let trainLimit { a += ["--train-limit", "\(trainLimit)"] }
+        if let testLimit { a += ["--test-limit", "\(testLimit)"] }
+        if let checkpointEvery { a += ["--checkpoint-every", "\(checkpointEvery)"] }
+        if nesterov { a.append("--nesterov") }
+        if backwardNormalization { a.append("--backward-normalization") }
+        return a
+    }
+
     @Flag(help: "No progress bar.") var quiet = false
 
     mutating func validate() throws {
+        if let dir = resume {
+            // Replay the original options; only --threads, --quiet, --json and the stop options may differ.
+            let url = URL(fileURLWithPath: dir).appendingPathComponent("run.json")
+            guard let data = try? Data(contentsOf: url), let saved = try? JSONDecoder().decode([String].self, from: data) else {
+                throw ValidationError("--resume \(dir): cannot read \(url.path) (not a run directory of lfp train)")
+            }
+            var replay = try Train.parse(saved + ["--output", dir])
+            replay.resume = dir
+            replay.threads = threads ?? replay.threads
+            replay.quiet = quiet
+            replay.json = json
+            replay.stopAfter = stopAfter
+            replay.checkpointEvery = checkpointEvery ?? replay.checkpointEvery
+            self = replay
+            return
+        }
         try modelOptions.validateValues()
         guard ["lfp", "gradient", "gradient-then-lfp"].contains(method) else {
             throw ValidationError("unknown --method '\(method)'; valid: lfp, gradient, gradient-then-lfp")
@@ -95,6 +135,8 @@ struct Train: ParsableCommand {
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
         if let n = trainLimit, n < 1 { throw ValidationError("--train-limit must be at least 1") }
         if let n = testLimit, n < 1 { throw ValidationError("--test-limit must be at least 1") }
+        if let n = checkpointEvery, n < 1 { throw ValidationError("--checkpoint-every must be at least 1") }
+        if let n = stopAfter, n < 1 { throw ValidationError("--stop-after must be at least 1") }
     }
 
     func run() throws {
@@ -109,19 +151,45 @@ struct Train: ParsableCommand {
         }
     }
 
+    /// The state a run checkpoints besides the weights, so that `--resume` continues exactly.
+    struct RunState: Codable {
+        var epoch = 1
+        var progress = Fit.EpochProgress()
+        var history: [EpochMetrics] = []
+        var secondsSoFar = 0.0
+        var epochSecondsSoFar = 0.0
+        var normalizationMean: [Float] = []
+        var normalizationStd: [Float] = []
+    }
+
     func train() throws {
         if let threads { BLAS.setThreads(threads) }
         BLAS.configure()
+        let outputURL = URL(fileURLWithPath: output)
+        let modelPath = outputURL.appendingPathComponent("model.safetensors").path
+        let statePath = outputURL.appendingPathComponent("state.safetensors").path
+        var state = RunState()
+        var resumedTensors: [String: TensorRecord]? = nil
+        if resuming {
+            let (tensors, meta) = try SafeTensors.read(statePath)
+            guard let json = meta["lfp.run_state"], let decoded = try? JSONDecoder().decode(RunState.self, from: Data(json.utf8)) else {
+                throw ValidationFailure("\(statePath): no run state in its metadata; cannot resume")
+            }
+            state = decoded
+            resumedTensors = tensors
+        }
+
         var (trainSet, testSet) = try DataSets.load(dataset, dataDir: dataDir, seed: seed)
         if let n = trainLimit, n < trainSet.count { trainSet = trainSet.prefix(n) }
         if let n = testLimit, n < testSet.count { testSet = testSet.prefix(n) }
         guard trainSet.count > 0 else { throw ValidationFailure("dataset \(dataset) has no training samples") }
         // Per-channel normalisation with the training set's statistics.
-        let (mean, std) = trainSet.channelStatistics()
-        trainSet = try trainSet.normalized(mean: mean, std: std)
-        testSet = try testSet.normalized(mean: mean, std: std)
+        if !resuming { (state.normalizationMean, state.normalizationStd) = trainSet.channelStatistics() }
+        trainSet = try trainSet.normalized(mean: state.normalizationMean, std: state.normalizationStd)
+        testSet = try testSet.normalized(mean: state.normalizationMean, std: state.normalizationStd)
 
-        let model = try modelOptions.build(inputShape: trainSet.sampleShape, classes: trainSet.classCount, seed: seed)
+        var model = try modelOptions.build(inputShape: trainSet.sampleShape, classes: trainSet.classCount, seed: seed)
+        if resuming { try Checkpoint.restore(&model, from: modelPath) }
         let lfpMethod = method != "gradient"
         let learningRate = lr ?? (lfpMethod ? 0.003 : 0.01)
         let batchesPerEpoch = (trainSet.count + batchSize - 1) / batchSize
@@ -132,69 +200,113 @@ struct Train: ParsableCommand {
                                   method: method == "lfp" ? .lfp : .gradient(.softmaxCrossEntropy),
                                   composite: compositeValue, feedback: try FeedbackFunction.named(feedback), options: options)
         trainer.clipNorm = clip
+        // The weights at the start of the current epoch (for the sign-change and movement metrics).
+        var epochStart = trainer.model
+        if let tensors = resumedTensors {
+            trainer.optimizer.loadState(tensors.filter { !$0.key.hasPrefix("epoch_start/") }
+                .mapValues { Tensor(shape: $0.shape, storage: $0.values) })
+            for (name, value) in epochStart.namedParameters {
+                guard let r = tensors["epoch_start/\(name)"], r.shape == value.shape else {
+                    throw ValidationFailure("\(statePath): missing epoch_start/\(name); cannot resume")
+                }
+                epochStart.setParameter(name, Tensor(shape: r.shape, storage: r.values))
+            }
+        }
 
-        let outputURL = URL(fileURLWithPath: output)
         try FileManager.default.createDirectory(at: outputURL, withIntermediateDirectories: true)
         let log = MetricsLog(directory: outputURL)
-        try log.start()
+        if !resuming {
+            try log.start()
+            try JSONEncoder().encode(arguments).write(to: outputURL.appendingPathComponent("run.json"), options: .atomic)
+        }
+        let metadata = modelOptions.metadata.merging([
+            "lfp.input_shape": trainSet.sampleShape.map(String.init).joined(separator: ","),
+            "lfp.classes": "\(trainSet.classCount)",
+            "lfp.normalization_mean": state.normalizationMean.map { "\($0)" }.joined(separator: ","),
+            "lfp.normalization_std": state.normalizationStd.map { "\($0)" }.joined(separator: ","),
+        ]) { $1 }
+        func saveCheckpoint(_ trainer: Trainer<AnyOptimizer>, _ state: RunState) throws {
+            // Weights first, then the state that refers to them; both atomic (temp file, fsync, rename).
+            try Checkpoint.save(trainer.model, metadata: metadata, to: modelPath)
+            var records = trainer.optimizer.stateTensors().map { TensorRecord(name: $0.key, shape: $0.value.shape, values: $0.value.storage) }
+            records += epochStart.namedParameters.map { TensorRecord(name: "epoch_start/\($0.name)", shape: $0.value.shape, values: $0.value.storage) }
+            let json = String(decoding: try JSONEncoder().encode(state), as: UTF8.self)
+            try SafeTensors.write(records, metadata: ["lfp.run_state": json], to: statePath)
+        }
+
         if !quiet {
             let config = BLAS.configuration
             FileHandle.standardError.write(Data("""
             lfp train: \(modelOptions.model) (\(model.parameterCount) parameters) on \(dataset) (\(trainSet.count) train / \(testSet.count) test, \(trainSet.sampleShape)), \
-            \(method)\(lfpMethod ? " [\(composite), \(feedback) feedback]" : ""), \(optimizer) lr \(learningRate), batch \(batchSize), \
-            \(epochs) epochs, \(config.backend) \(config.core) x\(config.threads)
+            \(method)\(lfpMethod ? " [\(composite), \(feedback) feedback]" : ""), \(optimizer) lr \(learningRate) \(self.schedule), batch \(batchSize), \
+            \(epochs) epochs, \(config.backend) \(config.core) x\(config.threads)\(resuming ? ", resuming at epoch \(state.epoch) batch \(state.progress.nextBatch + 1)" : "")
 
             """.utf8))
         }
-        var history: [EpochMetrics] = []
-        var globalStep = 0
-        let started = Date()
-        for epoch in 1...epochs {
-            let before = trainer.model
-            var progress = ProgressReporter(label: "epoch \(epoch)/\(epochs)", total: batchesPerEpoch)
-            progress.quiet = quiet
-            let epochStart = Date()
-            var running = (objective: 0.0, correct: 0, seen: 0)
-            let pretrain = method == "gradient-then-lfp" ? pretrainSteps : 0
-            let (objective, accuracy) = try Fit.epoch(&trainer, data: trainSet, epoch: epoch, batchSize: batchSize, seed: seed,
-                                                      schedule: { step in
-                                                          // gradient-then-lfp: switch method after the pre-training steps.
-                                                          return schedule.rate(base: learningRate, step: step)
-                                                      }, firstStep: globalStep,
-                                                      onBatch: { b, total, result in
-                running.objective += Double(result.objective) * Double(result.count)
-                running.correct += result.correct
-                running.seen += result.count
-                let accuracy = Double(running.correct) / Double(max(1, running.seen))
-                progress.update(b + 1, suffix: String(format: "acc %.3f", accuracy))
-            }, beforeStep: { step, t in
-                if pretrain > 0 { t.method = step < pretrain ? .gradient(.softmaxCrossEntropy) : .lfp }
+        StopSignal.install()
+        let pretrain = method == "gradient-then-lfp" ? pretrainSteps : 0
+        var stepsThisProcess = 0
+        while state.epoch <= epochs {
+            let epoch = state.epoch
+            var progressBar = ProgressReporter(label: "epoch \(epoch)/\(epochs)", total: batchesPerEpoch)
+            progressBar.quiet = quiet
+            let segmentStart = Date()
+            var stopReason: String? = nil
+            var progress = state.progress
+            let completed = try Fit.epoch(&trainer, data: trainSet, epoch: epoch, batchSize: batchSize, seed: seed,
+                                          progress: &progress, firstStep: (epoch - 1) * batchesPerEpoch,
+                                          schedule: { schedule.rate(base: learningRate, step: $0) },
+                                          beforeStep: { step, t in
+                                              // gradient-then-lfp: gradient descent for the first steps, then LFP.
+                                              if pretrain > 0 { t.method = step < pretrain ? .gradient(.softmaxCrossEntropy) : .lfp }
+                                          },
+                                          afterStep: { b, total, _, p, t in
+                progressBar.update(b + 1, suffix: String(format: "acc %.3f", p.accuracy))
+                stepsThisProcess += 1
+                let global = (epoch - 1) * batchesPerEpoch + b + 1
+                if let signal = StopSignal.received { stopReason = "received \(signal)" }
+                if let limit = stopAfter, stepsThisProcess >= limit { stopReason = "--stop-after \(limit)" }
+                if stopReason != nil || (checkpointEvery.map { global % $0 == 0 } ?? false) {
+                    var snapshot = state
+                    snapshot.progress = p
+                    snapshot.epochSecondsSoFar += Date().timeIntervalSince(segmentStart)
+                    try saveCheckpoint(t, snapshot)
+                }
+                return stopReason == nil
             })
-            globalStep += batchesPerEpoch
-            let seconds = Date().timeIntervalSince(epochStart)
+            state.progress = progress
+            state.epochSecondsSoFar += Date().timeIntervalSince(segmentStart)
+            if !completed {
+                // The checkpoint of the last step was written in afterStep.
+                FileHandle.standardError.write(Data("\nstopped (\(stopReason ?? "")) at epoch \(epoch), batch \(state.progress.nextBatch); checkpoint written. Continue with: lfp train --resume \(output)\n".utf8))
+                throw ExitCode(130)
+            }
+            let seconds = state.epochSecondsSoFar
             let testAccuracy = testSet.count > 0 ? Fit.accuracy(trainer.model, on: testSet) : nil
-            let movement = Fit.parameterMovement(from: before, to: trainer.model)
-            let metrics = EpochMetrics(epoch: epoch, trainObjective: objective, trainAccuracy: accuracy, testAccuracy: testAccuracy,
-                                       seconds: seconds, samplesPerSecond: Double(trainSet.count) / seconds,
+            let movement = Fit.parameterMovement(from: epochStart, to: trainer.model)
+            let metrics = EpochMetrics(epoch: epoch, trainObjective: state.progress.objective, trainAccuracy: state.progress.accuracy,
+                                       testAccuracy: testAccuracy, seconds: seconds, samplesPerSecond: Double(trainSet.count) / seconds,
                                        signChangeFraction: movement.signChanges, meanSquaredChange: movement.meanSquaredChange,
                                        medianAbsWeight: movement.medianAbsWeight, learningRate: Double(trainer.optimizer.learningRate))
-            history.append(metrics)
+            state.history.append(metrics)
+            state.secondsSoFar += seconds
+            state.epoch += 1
+            state.progress = Fit.EpochProgress()
+            state.epochSecondsSoFar = 0
+            epochStart = trainer.model
             try log.append(metrics)
             if !quiet {
                 FileHandle.standardError.write(Data(String(format: "epoch %d: train %@ %.4f, train accuracy %.4f, test accuracy %@, %.1f s (%.0f samples/s)\n",
-                    epoch, lfpMethod ? "feedback" : "loss", objective, accuracy, testAccuracy.map { String(format: "%.4f", $0) } ?? "-",
-                    seconds, metrics.samplesPerSecond).utf8))
+                    epoch, lfpMethod ? "feedback" : "loss", metrics.trainObjective, metrics.trainAccuracy,
+                    testAccuracy.map { String(format: "%.4f", $0) } ?? "-", seconds, metrics.samplesPerSecond).utf8))
             }
-            try Checkpoint.save(trainer.model, metadata: modelOptions.metadata.merging([
-                "lfp.input_shape": trainSet.sampleShape.map(String.init).joined(separator: ","),
-                "lfp.classes": "\(trainSet.classCount)",
-                "lfp.normalization_mean": mean.map { "\($0)" }.joined(separator: ","),
-                "lfp.normalization_std": std.map { "\($0)" }.joined(separator: ","),
-                "lfp.epoch": "\(epoch)",
-            ]) { $1 }, to: outputURL.appendingPathComponent("model.safetensors").path)
-            try log.plot(history, title: "\(modelOptions.model) on \(dataset), \(method)")
+            try saveCheckpoint(trainer, state)
+            try log.plot(state.history, title: "\(modelOptions.model) on \(dataset), \(method)")
+            if let stopReason, state.epoch <= epochs {
+                FileHandle.standardError.write(Data("stopped (\(stopReason)) after epoch \(epoch); checkpoint written. Continue with: lfp train --resume \(output)\n".utf8))
+                throw ExitCode(130)
+            }
         }
-        let total = Date().timeIntervalSince(started)
         if json {
             struct Summary: Codable {
                 var test_accuracy: Double?
@@ -205,11 +317,11 @@ struct Train: ParsableCommand {
             }
             let e = JSONEncoder()
             e.outputFormatting = [.sortedKeys]
-            let last = history.last!
+            let last = state.history.last!
             print(String(decoding: try e.encode(Summary(test_accuracy: last.testAccuracy, train_accuracy: last.trainAccuracy,
-                                                         epochs: epochs, seconds: (total * 100).rounded() / 100, output: output)), as: UTF8.self))
-        } else if let acc = history.last?.testAccuracy {
-            print(String(format: "test accuracy %.4f after %d epochs (%.0f s); metrics, plot and checkpoint in %@", acc, epochs, total, output))
+                                                         epochs: epochs, seconds: (state.secondsSoFar * 100).rounded() / 100, output: output)), as: UTF8.self))
+        } else if let acc = state.history.last?.testAccuracy {
+            print(String(format: "test accuracy %.4f after %d epochs (%.0f s); metrics, plot and checkpoint in %@", acc, epochs, state.secondsSoFar, output))
         }
     }
 }
@@ -223,4 +335,6 @@ struct AnyOptimizer: Optimizer {
         set { base.learningRate = newValue }
     }
     mutating func step(_ model: inout Sequential, directions: [String: Tensor]) { base.step(&model, directions: directions) }
+    func stateTensors() -> [String: Tensor] { base.stateTensors() }
+    mutating func loadState(_ tensors: [String: Tensor]) { base.loadState(tensors) }
 }

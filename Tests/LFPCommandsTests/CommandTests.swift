@@ -147,3 +147,83 @@ func runProcess(_ url: URL, _ arguments: [String], environment: [String: String]
         #expect(missing.stderr.contains("error:") && missing.stderr.contains("/nonexistent-dir"))
     }
 }
+
+@Suite struct ResumeTests {
+    /// Metrics rows without the timing columns (seconds, samples/s).
+    func metricsWithoutTiming(_ dir: URL) throws -> [String] {
+        try String(contentsOf: dir.appendingPathComponent("metrics.csv"), encoding: .utf8).split(separator: "\n").map { line in
+            line.split(separator: ",", omittingEmptySubsequences: false).enumerated().filter { ![4, 5].contains($0.offset) }.map(\.element).joined(separator: ",")
+        }
+    }
+
+    @Test(arguments: ["lfp", "gradient-then-lfp"])
+    func interruptedAndResumedRunEqualsUninterruptedRun(method: String) throws {
+        let base = temporaryDirectory("resume")
+        defer { try? FileManager.default.removeItem(at: base) }
+        let common = ["train", "--model", "toy", "--dataset", "spirals", "--epochs", "3", "--batch-size", "32", "--lr", "0.01",
+                      "--dropout", "0.2", "--method", method, "--pretrain-steps", "30", "--optimizer", "sgd", "--quiet", "--threads", "2"]
+        let straight = base.appendingPathComponent("straight"), resumed = base.appendingPathComponent("resumed")
+        try runLFP(common + ["--output", straight.path])
+        // Stop twice: once mid-epoch, once exactly at an epoch boundary (50 batches per epoch).
+        #expect(throws: (any Error).self) { try runLFP(common + ["--output", resumed.path, "--stop-after", "37"]) }
+        #expect(throws: (any Error).self) { try runLFP(["train", "--resume", resumed.path, "--quiet", "--stop-after", "63"]) }
+        try runLFP(["train", "--resume", resumed.path, "--quiet"])
+        let a = try Data(contentsOf: straight.appendingPathComponent("model.safetensors"))
+        let b = try Data(contentsOf: resumed.appendingPathComponent("model.safetensors"))
+        #expect(a == b, "resumed weights differ from the uninterrupted run")
+        let rowsStraight = try metricsWithoutTiming(straight), rowsResumed = try metricsWithoutTiming(resumed)
+        #expect(rowsStraight == rowsResumed)
+        #expect(rowsStraight.count == 4)
+    }
+
+    @Test func adamStateRoundTripsThroughTheCheckpoint() throws {
+        let base = temporaryDirectory("adam")
+        defer { try? FileManager.default.removeItem(at: base) }
+        let common = ["train", "--model", "toy", "--dataset", "blobs", "--epochs", "2", "--optimizer", "adam", "--lr", "0.001", "--quiet", "--threads", "2"]
+        try runLFP(common + ["--output", base.appendingPathComponent("a").path])
+        #expect(throws: (any Error).self) { try runLFP(common + ["--output", base.appendingPathComponent("b").path, "--stop-after", "10"]) }
+        try runLFP(["train", "--resume", base.appendingPathComponent("b").path, "--quiet"])
+        let a = try Data(contentsOf: base.appendingPathComponent("a/model.safetensors"))
+        let b = try Data(contentsOf: base.appendingPathComponent("b/model.safetensors"))
+        #expect(a == b)
+    }
+
+    @Test func resumeOfANonRunDirectoryFailsClearly() {
+        #expect(throws: (any Error).self) { try LFPCommand.parseAsRoot(["train", "--resume", "/nonexistent-run"]) }
+    }
+}
+
+@Suite struct SignalTests {
+    @Test func sigintFinishesTheStepWritesACheckpointAndResumes() throws {
+        guard let lfp = lfpExecutable() else {
+            Issue.record("lfp executable not found next to the tests")
+            return
+        }
+        let dir = temporaryDirectory("sigint")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let process = Process()
+        process.executableURL = lfp
+        process.arguments = ["train", "--model", "toy", "--dataset", "blobs", "--epochs", "400", "--quiet", "--output", dir.path]
+        let err = Pipe()
+        process.standardError = err
+        process.standardOutput = Pipe()
+        try process.run()
+        // Wait until training has written its run description, then interrupt.
+        let deadline = Date().addingTimeInterval(60)
+        while !FileManager.default.fileExists(atPath: dir.appendingPathComponent("run.json").path) && Date() < deadline {
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        Thread.sleep(forTimeInterval: 0.3)
+        process.interrupt()
+        process.waitUntilExit()
+        let message = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(process.terminationStatus == 130, "\(message)")
+        #expect(message.contains("SIGINT") && message.contains("--resume"))
+        #expect(FileManager.default.fileExists(atPath: dir.appendingPathComponent("state.safetensors").path))
+        var model = try ModelZoo.make("toy", .init(inputShape: [2], classes: 3), seed: 0)
+        try Checkpoint.restore(&model, from: dir.appendingPathComponent("model.safetensors").path)
+        // No temporary files are left behind by the atomic writes.
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: dir.path).filter { $0.contains("tmp") }
+        #expect(leftovers.isEmpty, "\(leftovers)")
+    }
+}

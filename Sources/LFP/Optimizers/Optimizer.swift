@@ -10,6 +10,10 @@ public protocol Optimizer: Sendable {
     /// Applies one update: `directions[name]` is the gradient-like direction of that parameter.
     /// Parameters absent from `directions` are left untouched.
     mutating func step(_ model: inout Sequential, directions: [String: Tensor])
+    /// The per-parameter state as named tensors (for checkpoints that resume exactly).
+    func stateTensors() -> [String: Tensor]
+    /// Restores state written by `stateTensors()`.
+    mutating func loadState(_ tensors: [String: Tensor])
 }
 
 /// Stochastic gradient descent with PyTorch's semantics (momentum, dampening, Nesterov,
@@ -30,6 +34,15 @@ public struct SGD: Optimizer {
         self.dampening = dampening
         self.nesterov = nesterov
         self.weightDecay = weightDecay
+    }
+
+    public func stateTensors() -> [String: Tensor] {
+        Dictionary(uniqueKeysWithValues: velocity.map { ("velocity/\($0.key)", $0.value) })
+    }
+
+    public mutating func loadState(_ tensors: [String: Tensor]) {
+        velocity = [:]
+        for (key, value) in tensors where key.hasPrefix("velocity/") { velocity[String(key.dropFirst(9))] = value }
     }
 
     public mutating func step(_ model: inout Sequential, directions: [String: Tensor]) {
@@ -79,6 +92,23 @@ public struct Adam: Optimizer {
                              epsilon: Float = 1e-8, weightDecay: Float = 0.01) -> Adam {
         Adam(learningRate: learningRate, beta1: beta1, beta2: beta2, epsilon: epsilon,
              weightDecay: weightDecay, decoupledWeightDecay: true)
+    }
+
+    public func stateTensors() -> [String: Tensor] {
+        var out: [String: Tensor] = [:]
+        for (k, v) in firstMoment { out["m/\(k)"] = v }
+        for (k, v) in secondMoment { out["v/\(k)"] = v }
+        for (k, t) in steps { out["step/\(k)"] = Tensor(shape: [1], storage: [Float(t)]) }
+        return out
+    }
+
+    public mutating func loadState(_ tensors: [String: Tensor]) {
+        firstMoment = [:]; secondMoment = [:]; steps = [:]
+        for (key, value) in tensors {
+            if key.hasPrefix("m/") { firstMoment[String(key.dropFirst(2))] = value }
+            if key.hasPrefix("v/") { secondMoment[String(key.dropFirst(2))] = value }
+            if key.hasPrefix("step/") { steps[String(key.dropFirst(5))] = Int(value.storage.first ?? 0) }
+        }
     }
 
     public mutating func step(_ model: inout Sequential, directions: [String: Tensor]) {

@@ -96,28 +96,64 @@ public enum Fit {
         return (weights == 0 ? 0 : Double(changed) / Double(weights), total == 0 ? 0 : squared / Double(total), median)
     }
 
-    /// Trains for one epoch. `onBatch(batchIndex, batchCount, result)` is called after every step.
+    /// Where a (possibly interrupted) epoch stands: the next batch and the running sums.
+    public struct EpochProgress: Sendable, Codable, Equatable {
+        public var nextBatch = 0
+        public var objectiveSum = 0.0
+        public var correct = 0
+        public var seen = 0
+        public init() {}
+        public var objective: Double { seen == 0 ? 0 : objectiveSum / Double(seen) }
+        public var accuracy: Double { seen == 0 ? 0 : Double(correct) / Double(seen) }
+    }
+
+    /// The batches of an epoch: a seeded permutation cut into slices.
+    public static func batches(count: Int, batchSize: Int, seed: UInt64, epoch: Int) -> [ArraySlice<Int>] {
+        let order = permutation(count: count, seed: seed, epoch: epoch)
+        return stride(from: 0, to: order.count, by: batchSize).map { order[$0..<min(order.count, $0 + batchSize)] }
+    }
+
+    /// Trains one epoch, or its remainder from `progress.nextBatch`.
+    /// - Parameters:
+    ///   - firstStep: the global step number of this epoch's batch 0 (for the schedule).
+    ///   - afterStep: called after every step with (batch, batches, result, progress, trainer); return
+    ///     false to stop early (the progress then says where to resume).
+    /// - Returns: true when the epoch completed.
     public static func epoch<O: Optimizer>(_ trainer: inout Trainer<O>, data: some BatchSource, epoch: Int, batchSize: Int, seed: UInt64,
-                                          schedule: ((Int) -> Float)? = nil, firstStep: Int = 0,
-                                          onBatch: (Int, Int, StepResult) -> Void = { _, _, _ in },
-                                          beforeStep: (Int, inout Trainer<O>) -> Void = { _, _ in }) throws(NumericalFault) -> (objective: Double, accuracy: Double) {
-        let order = permutation(count: data.count, seed: seed, epoch: epoch)
-        let batches = stride(from: 0, to: order.count, by: batchSize).map { order[$0..<min(order.count, $0 + batchSize)] }
+                                          progress: inout EpochProgress, firstStep: Int = 0,
+                                          schedule: ((Int) -> Float)? = nil,
+                                          beforeStep: (Int, inout Trainer<O>) -> Void = { _, _ in },
+                                          afterStep: (Int, Int, StepResult, EpochProgress, inout Trainer<O>) throws -> Bool = { _, _, _, _, _ in true }) throws -> Bool {
+        let batches = batches(count: data.count, batchSize: batchSize, seed: seed, epoch: epoch)
         var features: [Float] = [], labels: [Int] = []
-        var objective = 0.0, correct = 0, seen = 0
-        for (b, slice) in batches.enumerated() {
+        while progress.nextBatch < batches.count {
+            let b = progress.nextBatch
+            let slice = batches[b]
             if let schedule { trainer.optimizer.learningRate = schedule(firstStep + b) }
             beforeStep(firstStep + b, &trainer)
             data.fill(indices: slice, features: &features, labels: &labels)
             let x = Tensor(shape: [slice.count] + data.sampleShape, storage: features)
             // Dropout masks depend only on (seed, epoch, batch): runs are reproducible and resumable.
             var rng = SeededRandom(seed: seed ^ (UInt64(epoch) << 32) ^ UInt64(b) &* 0x9E37_79B9)
-            let result = try trainer.step(input: x, labels: labels, rng: &rng)
-            objective += Double(result.objective) * Double(result.count)
-            correct += result.correct
-            seen += result.count
-            onBatch(b, batches.count, result)
+            let result: StepResult
+            do { result = try trainer.step(input: x, labels: labels, rng: &rng) } catch {
+                throw NumericalFault(location: "\(error.location) at epoch \(epoch), batch \(b + 1) (step \(firstStep + b + 1))", value: error.value)
+            }
+            progress.objectiveSum += Double(result.objective) * Double(result.count)
+            progress.correct += result.correct
+            progress.seen += result.count
+            progress.nextBatch = b + 1
+            if try !afterStep(b, batches.count, result, progress, &trainer) { return progress.nextBatch >= batches.count }
         }
-        return (seen == 0 ? 0 : objective / Double(seen), seen == 0 ? 0 : Double(correct) / Double(seen))
+        return true
+    }
+
+    /// Trains one whole epoch; returns the mean objective and the training accuracy.
+    @discardableResult
+    public static func epoch<O: Optimizer>(_ trainer: inout Trainer<O>, data: some BatchSource, epoch: Int, batchSize: Int,
+                                          seed: UInt64) throws -> (objective: Double, accuracy: Double) {
+        var progress = EpochProgress()
+        _ = try Self.epoch(&trainer, data: data, epoch: epoch, batchSize: batchSize, seed: seed, progress: &progress)
+        return (progress.objective, progress.accuracy)
     }
 }
