@@ -17,6 +17,12 @@ enum StopSignal {
     }
 
     static func install() {
+        // A parent may have started us with these signals blocked (the mask is inherited).
+        var set = sigset_t()
+        sigemptyset(&set)
+        sigaddset(&set, SIGINT)
+        sigaddset(&set, SIGTERM)
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
         for sig in [SIGINT, SIGTERM] {
             signal(sig) { number in
                 if StopSignal.signalNumber.load(ordering: .relaxed) != 0 {

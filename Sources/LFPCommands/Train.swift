@@ -257,6 +257,7 @@ struct Train: ParsableCommand {
                                           progress: &progress, firstStep: (epoch - 1) * batchesPerEpoch,
                                           schedule: { schedule.rate(base: learningRate, step: $0) },
                                           beforeStep: { step, t in
+                                              if let m = schedule.momentum(step: step) { t.optimizer.momentumValue = m }
                                               // gradient-then-lfp: gradient descent for the first steps, then LFP.
                                               if pretrain > 0 { t.method = step < pretrain ? .gradient(.softmaxCrossEntropy) : .lfp }
                                           },
@@ -337,4 +338,8 @@ struct AnyOptimizer: Optimizer {
     mutating func step(_ model: inout Sequential, directions: [String: Tensor]) { base.step(&model, directions: directions) }
     func stateTensors() -> [String: Tensor] { base.stateTensors() }
     mutating func loadState(_ tensors: [String: Tensor]) { base.loadState(tensors) }
+    var momentumValue: Float {
+        get { base.momentumValue }
+        set { base.momentumValue = newValue }
+    }
 }

@@ -100,27 +100,32 @@ public enum Convolution {
     }
 
     /// `y = conv2d(x, w) + bias`: x `[N, C, H, W]`, w `[O, C, kh, kw]`, bias `[O]` -> `[N, O, OH, OW]`.
+    /// Samples are processed in parallel chunks, each with its own im2col buffer.
     public static func forward(_ x: Tensor, weight w: Tensor, bias: Tensor?, geometry g: ConvGeometry) -> Tensor {
         let n = x.shape[0]
         precondition(x.count == n * g.inputSize, "conv input \(x.shape) does not match geometry")
         var y = Tensor(shape: [n, g.outChannels, g.outHeight, g.outWidth])
         let positions = g.positions
-        var col = [Float](repeating: 0, count: g.patchSize * positions)
+        let cost = g.patchSize * positions * g.outChannels
         x.storage.withUnsafeBufferPointer { px in
             w.storage.withUnsafeBufferPointer { pw in
                 y.storage.withUnsafeMutableBufferPointer { py in
-                    col.withUnsafeMutableBufferPointer { pc in
-                        for s in 0..<n {
-                            im2col(px.baseAddress! + s * g.inputSize, g, pc.baseAddress!)
-                            let out = py.baseAddress! + s * g.outputSize
-                            if let bias {
-                                for o in 0..<g.outChannels {
-                                    (out + o * positions).update(repeating: bias.storage[o], count: positions)
+                    let (xs, ws, ys) = (px.baseAddress!, pw.baseAddress!, py.baseAddress!)
+                    Parallel.chunks(n, costPerItem: cost) { _, range in
+                        var col = [Float](repeating: 0, count: g.patchSize * positions)
+                        col.withUnsafeMutableBufferPointer { pc in
+                            for s in range {
+                                im2col(xs + s * g.inputSize, g, pc.baseAddress!)
+                                let out = ys + s * g.outputSize
+                                if let bias {
+                                    for o in 0..<g.outChannels {
+                                        (out + o * positions).update(repeating: bias.storage[o], count: positions)
+                                    }
                                 }
+                                BLAS.gemm(transposeA: false, transposeB: false, m: g.outChannels, n: positions, k: g.patchSize,
+                                          alpha: 1, a: ws, lda: g.patchSize, b: pc.baseAddress!, ldb: positions,
+                                          beta: bias == nil ? 0 : 1, c: out, ldc: positions)
                             }
-                            BLAS.gemm(transposeA: false, transposeB: false, m: g.outChannels, n: positions, k: g.patchSize,
-                                      alpha: 1, a: pw.baseAddress!, lda: g.patchSize, b: pc.baseAddress!, ldb: positions,
-                                      beta: bias == nil ? 0 : 1, c: out, ldc: positions)
                         }
                     }
                 }
@@ -134,18 +139,21 @@ public enum Convolution {
         let n = dy.shape[0]
         var dx = Tensor(shape: [n, g.inChannels, g.inHeight, g.inWidth])
         let positions = g.positions
-        var col = [Float](repeating: 0, count: g.patchSize * positions)
+        let cost = g.patchSize * positions * g.outChannels
         dy.storage.withUnsafeBufferPointer { pdy in
             w.storage.withUnsafeBufferPointer { pw in
                 dx.storage.withUnsafeMutableBufferPointer { pdx in
-                    col.withUnsafeMutableBufferPointer { pc in
-                        for s in 0..<n {
-                            // col = W^T [CKK, O] x dy_s [O, P]
-                            BLAS.gemm(transposeA: true, transposeB: false, m: g.patchSize, n: positions, k: g.outChannels,
-                                      alpha: 1, a: pw.baseAddress!, lda: g.patchSize,
-                                      b: pdy.baseAddress! + s * g.outputSize, ldb: positions,
-                                      beta: 0, c: pc.baseAddress!, ldc: positions)
-                            col2im(pc.baseAddress!, g, pdx.baseAddress! + s * g.inputSize)
+                    let (dys, ws, dxs) = (pdy.baseAddress!, pw.baseAddress!, pdx.baseAddress!)
+                    Parallel.chunks(n, costPerItem: cost) { _, range in
+                        var col = [Float](repeating: 0, count: g.patchSize * positions)
+                        col.withUnsafeMutableBufferPointer { pc in
+                            for s in range {
+                                // col = W^T [CKK, O] x dy_s [O, P]
+                                BLAS.gemm(transposeA: true, transposeB: false, m: g.patchSize, n: positions, k: g.outChannels,
+                                          alpha: 1, a: ws, lda: g.patchSize, b: dys + s * g.outputSize, ldb: positions,
+                                          beta: 0, c: pc.baseAddress!, ldc: positions)
+                                col2im(pc.baseAddress!, g, dxs + s * g.inputSize)
+                            }
                         }
                     }
                 }
@@ -155,23 +163,38 @@ public enum Convolution {
     }
 
     /// Weight map: `dW = sum_n dy_n [O, P] x col(x_n)^T [P, CKK]`, shape `[O, C, kh, kw]`.
+    /// Each parallel chunk accumulates its own partial sum; partials are added in chunk order.
     public static func backwardWeight(_ dy: Tensor, input x: Tensor, geometry g: ConvGeometry) -> Tensor {
         let n = dy.shape[0]
-        var dw = Tensor(shape: [g.outChannels, g.inChannels, g.kernelHeight, g.kernelWidth])
         let positions = g.positions
-        var col = [Float](repeating: 0, count: g.patchSize * positions)
+        let weightCount = g.outChannels * g.patchSize
+        let cost = g.patchSize * positions * g.outChannels
+        let chunks = Parallel.chunkCount(n, costPerItem: cost)
+        var partials = [Float](repeating: 0, count: chunks * weightCount)
         dy.storage.withUnsafeBufferPointer { pdy in
             x.storage.withUnsafeBufferPointer { px in
-                dw.storage.withUnsafeMutableBufferPointer { pdw in
-                    col.withUnsafeMutableBufferPointer { pc in
-                        for s in 0..<n {
-                            im2col(px.baseAddress! + s * g.inputSize, g, pc.baseAddress!)
-                            BLAS.gemm(transposeA: false, transposeB: true, m: g.outChannels, n: g.patchSize, k: positions,
-                                      alpha: 1, a: pdy.baseAddress! + s * g.outputSize, lda: positions,
-                                      b: pc.baseAddress!, ldb: positions,
-                                      beta: s == 0 ? 0 : 1, c: pdw.baseAddress!, ldc: g.patchSize)
+                partials.withUnsafeMutableBufferPointer { pp in
+                    let (dys, xs, ps) = (pdy.baseAddress!, px.baseAddress!, pp.baseAddress!)
+                    Parallel.chunks(n, costPerItem: cost) { chunk, range in
+                        var col = [Float](repeating: 0, count: g.patchSize * positions)
+                        col.withUnsafeMutableBufferPointer { pc in
+                            for s in range {
+                                im2col(xs + s * g.inputSize, g, pc.baseAddress!)
+                                BLAS.gemm(transposeA: false, transposeB: true, m: g.outChannels, n: g.patchSize, k: positions,
+                                          alpha: 1, a: dys + s * g.outputSize, lda: positions,
+                                          b: pc.baseAddress!, ldb: positions,
+                                          beta: s == range.lowerBound ? 0 : 1, c: ps + chunk * weightCount, ldc: g.patchSize)
+                            }
                         }
                     }
+                }
+            }
+        }
+        var dw = Tensor(shape: [g.outChannels, g.inChannels, g.kernelHeight, g.kernelWidth])
+        dw.storage.withUnsafeMutableBufferPointer { d in
+            partials.withUnsafeBufferPointer { p in
+                for c in 0..<chunks {
+                    for i in 0..<weightCount { d[i] += p[c * weightCount + i] }
                 }
             }
         }

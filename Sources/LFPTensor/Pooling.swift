@@ -26,9 +26,11 @@ public enum Pooling {
         var y = Tensor(shape: [n, g.channels, oh, ow])
         var argmax = [Int32](repeating: 0, count: y.count)
         x.storage.withUnsafeBufferPointer { px in
-            y.storage.withUnsafeMutableBufferPointer { py in
-                argmax.withUnsafeMutableBufferPointer { pa in
-                    for plane in 0..<(n * g.channels) {
+            y.storage.withUnsafeMutableBufferPointer { py0 in
+                argmax.withUnsafeMutableBufferPointer { pa0 in
+                  let (py, pa) = (py0.baseAddress!, pa0.baseAddress!)
+                  Parallel.chunks(n * g.channels, costPerItem: oh * ow * g.kernelHeight * g.kernelWidth) { _, planes in
+                    for plane in planes {
                         let src = px.baseAddress! + plane * g.inHeight * g.inWidth
                         let base = plane * oh * ow
                         for oy in 0..<oh {
@@ -48,6 +50,7 @@ public enum Pooling {
                             }
                         }
                     }
+                  }
                 }
             }
         }

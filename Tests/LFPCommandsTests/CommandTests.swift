@@ -227,3 +227,31 @@ func runProcess(_ url: URL, _ arguments: [String], environment: [String: String]
         #expect(leftovers.isEmpty, "\(leftovers)")
     }
 }
+
+@Suite struct FaultTests {
+    @Test func divergenceStopsWithTheStepAndParameterAndKeepsTheLastCheckpoint() throws {
+        guard let lfp = lfpExecutable() else {
+            Issue.record("lfp executable not found next to the tests")
+            return
+        }
+        let dir = temporaryDirectory("nan")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let r = try runProcess(lfp, ["train", "--model", "toy", "--dataset", "blobs", "--lr", "1e30", "--schedule", "constant",
+                                     "--epochs", "3", "--checkpoint-every", "1", "--quiet", "--output", dir.path])
+        #expect(r.status == 1, "\(r.stderr)")
+        #expect(r.stderr.contains("non-finite") && r.stderr.contains("step"), "\(r.stderr)")
+        // The last checkpoint written before the fault is intact and finite.
+        if FileManager.default.fileExists(atPath: dir.appendingPathComponent("model.safetensors").path) {
+            var model = try ModelZoo.make("toy", .init(inputShape: [2], classes: 3), seed: 0)
+            try Checkpoint.restore(&model, from: dir.appendingPathComponent("model.safetensors").path)
+        }
+    }
+
+    @Test func corruptCheckpointIsRejectedByEvaluate() throws {
+        let dir = temporaryDirectory("corrupt-ckpt")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("model.safetensors").path
+        try Data([1, 2, 3, 4, 5, 6, 7, 8, 9]).write(to: URL(fileURLWithPath: path))
+        #expect(throws: (any Error).self) { try runLFP(["evaluate", "--checkpoint", path, "--dataset", "blobs"]) }
+    }
+}

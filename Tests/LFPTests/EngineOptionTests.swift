@@ -185,6 +185,9 @@ import LFPTensor
         #expect(abs(one.rate(base: 1, step: 0) - 0.04) < 1e-6)          // max_lr / div_factor
         #expect(abs(one.rate(base: 1, step: 29) - 1) < 1e-6)            // peak at pct_start*total - 1
         #expect(abs(one.rate(base: 1, step: 99) - 0.04 / 1e4) < 1e-7)   // initial / final_div_factor
+        #expect(abs(one.momentum(step: 0)! - 0.95) < 1e-6 && abs(one.momentum(step: 29)! - 0.85) < 1e-6)
+        #expect(abs(one.momentum(step: 99)! - 0.95) < 1e-6)
+        #expect(cos.momentum(step: 3) == nil)
     }
 
     @Test func clippingBoundsTheGlobalNorm() throws {

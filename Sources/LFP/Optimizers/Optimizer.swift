@@ -14,6 +14,8 @@ public protocol Optimizer: Sendable {
     func stateTensors() -> [String: Tensor]
     /// Restores state written by `stateTensors()`.
     mutating func loadState(_ tensors: [String: Tensor])
+    /// The momentum (SGD) or beta1 (Adam), for schedules that cycle it.
+    var momentumValue: Float { get set }
 }
 
 /// Stochastic gradient descent with PyTorch's semantics (momentum, dampening, Nesterov,
@@ -34,6 +36,11 @@ public struct SGD: Optimizer {
         self.dampening = dampening
         self.nesterov = nesterov
         self.weightDecay = weightDecay
+    }
+
+    public var momentumValue: Float {
+        get { momentum }
+        set { momentum = newValue }
     }
 
     public func stateTensors() -> [String: Tensor] {
@@ -92,6 +99,11 @@ public struct Adam: Optimizer {
                              epsilon: Float = 1e-8, weightDecay: Float = 0.01) -> Adam {
         Adam(learningRate: learningRate, beta1: beta1, beta2: beta2, epsilon: epsilon,
              weightDecay: weightDecay, decoupledWeightDecay: true)
+    }
+
+    public var momentumValue: Float {
+        get { beta1 }
+        set { beta1 = newValue }
     }
 
     public func stateTensors() -> [String: Tensor] {

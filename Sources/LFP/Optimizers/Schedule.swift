@@ -36,6 +36,20 @@ public enum LearningRateSchedule: Sendable, Equatable {
         }
     }
 
+    /// The momentum (SGD) or beta1 (Adam) at `step`, for schedules that cycle it: one-cycle
+    /// moves it from 0.95 down to 0.85 while the learning rate rises, then back up (PyTorch's
+    /// `cycle_momentum` defaults). Nil for the other schedules.
+    public func momentum(step: Int) -> Float? {
+        guard case .oneCycle(let total) = self else { return nil }
+        let (low, high) = (0.85, 0.95)
+        let up = 0.3 * Double(total) - 1
+        let s = Double(step)
+        func anneal(_ start: Double, _ end: Double, _ pct: Double) -> Double { end + (start - end) / 2 * (1 + cos(Double.pi * pct)) }
+        if s <= up { return Float(anneal(high, low, s / max(up, 1))) }
+        let down = Double(total) - 1 - up
+        return Float(anneal(low, high, min(1, (s - up) / max(down, 1))))
+    }
+
     /// Parses `constant`, `step:N:gamma`, `multistep:m1,m2:gamma`, `cosine`, `onecycle`
     /// (`totalSteps` is the run's number of batches).
     public static func parse(_ text: String, totalSteps: Int) throws(LFPError) -> LearningRateSchedule {

@@ -50,7 +50,11 @@ public struct Trainer<O: Optimizer>: Sendable {
     public func directions(input: Tensor, labels: [Int], rng: inout SeededRandom) throws(NumericalFault) -> (directions: [String: Tensor], result: StepResult) {
         let trace = model.trace(input, training: true, rng: &rng)
         let logits = trace.output
-        if let bad = logits.firstNonFiniteIndex { throw NumericalFault(location: "logits", value: logits.storage[bad]) }
+        if let bad = logits.firstNonFiniteIndex {
+            // Name the layer where the forward pass first left the finite numbers.
+            let layer = trace.outputs.firstIndex { !$0.isFinite } ?? model.layers.count - 1
+            throw NumericalFault(location: "logits (first non-finite output: layer \(layer), \(model.layers[layer]))", value: logits.storage[bad])
+        }
         let predictions = logits.argmaxRows()
         let correct = zip(predictions, labels).filter { $0 == $1 }.count
         var directions: [String: Tensor]
@@ -87,6 +91,11 @@ public struct Trainer<O: Optimizer>: Sendable {
     public mutating func step(input: Tensor, labels: [Int], rng: inout SeededRandom) throws(NumericalFault) -> StepResult {
         let (directions, result) = try directions(input: input, labels: labels, rng: &rng)
         optimizer.step(&model, directions: directions)
+        for name in directions.keys {
+            if let p = model.parameter(name), let bad = p.firstNonFiniteIndex {
+                throw NumericalFault(location: "parameter \(name) after the update", value: p.storage[bad])
+            }
+        }
         return result
     }
 }
