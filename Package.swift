@@ -34,10 +34,11 @@ let package = Package(
         ),
         .target(name: "LFP", dependencies: ["LFPTensor", "LFPData"]),
         .target(name: "LFPData", dependencies: ["CZlib"]),
+        .target(name: "LFPExperiments", dependencies: ["LFP"]),
         .target(
             name: "LFPCommands",
             dependencies: [
-                "LFP", "LFPData", "LFPTensor",
+                "LFP", "LFPData", "LFPTensor", "LFPExperiments",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

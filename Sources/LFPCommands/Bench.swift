@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LFP
+import LFPExperiments
 import LFPTensor
 
 #if os(Linux)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LFP
+import LFPExperiments
 import LFPData
 
 struct Evaluate: ParsableCommand {
@@ -8,7 +9,7 @@ struct Evaluate: ParsableCommand {
 
     @Option(help: "Checkpoint written by lfp train (model.safetensors).") var checkpoint: String
     @Option(help: "Model name (default: the one recorded in the checkpoint).") var model: String?
-    @Option(help: "Dataset: \(DataSets.names.joined(separator: ", ")).") var dataset = "fashion-mnist"
+    @Option(help: "Dataset: \(DatasetCatalog.names.joined(separator: ", ")).") var dataset = "fashion-mnist"
     @Option(help: "Directory (or CSV file) holding the dataset.") var dataDir: String?
     @Option(help: "Seed of the train/test split for CSV and toy datasets.") var seed: UInt64 = 1
     @Flag(help: "Print {\"accuracy\": ...}.") var json = false
@@ -16,7 +17,7 @@ struct Evaluate: ParsableCommand {
     func run() throws {
         try reportingErrors {
             let meta = try Checkpoint.metadata(at: checkpoint)
-            let (trainSet, loadedTest) = try DataSets.load(dataset, dataDir: dataDir, seed: seed)
+            let (trainSet, loadedTest) = try DatasetCatalog.load(dataset, dataDir: dataDir, seed: seed)
             var testSet = loadedTest
             // Normalise exactly as in training (statistics recorded in the checkpoint, else recomputed).
             let mean = meta["lfp.normalization_mean"]?.split(separator: ",").compactMap { Float($0) }
@@ -44,13 +45,13 @@ struct Evaluate: ParsableCommand {
 struct DataCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "data", abstract: "Describe a dataset: counts, shape, classes.")
 
-    @Option(help: "Dataset: \(DataSets.names.joined(separator: ", ")).") var dataset = "fashion-mnist"
+    @Option(help: "Dataset: \(DatasetCatalog.names.joined(separator: ", ")).") var dataset = "fashion-mnist"
     @Option(help: "Directory (or CSV file) holding the dataset.") var dataDir: String?
     @Option(help: "Seed of the train/test split for CSV and toy datasets.") var seed: UInt64 = 1
 
     func run() throws {
         try reportingErrors {
-            let (train, test) = try DataSets.load(dataset, dataDir: dataDir, seed: seed)
+            let (train, test) = try DatasetCatalog.load(dataset, dataDir: dataDir, seed: seed)
             print("train:\n\(train.describe())\ntest:\n\(test.describe())")
         }
     }

@@ -1,5 +1,6 @@
 import Foundation
 import LFP
+import LFPExperiments
 
 /// Writes `metrics.csv`, `metrics.jsonl` and `accuracy.svg` into a run directory.
 struct MetricsLog {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LFP
+import LFPExperiments
 import LFPData
 import LFPTensor
 
@@ -49,7 +50,7 @@ struct Train: ParsableCommand {
         discussion: "With no options: LeNet on Fashion-MNIST, LFP-epsilon, sigmoid feedback, SGD lr 0.003 momentum 0.9, cosine schedule, batch 32, 3 epochs.")
 
     @OptionGroup var modelOptions: ModelOptions
-    @Option(help: "Dataset: \(DataSets.names.joined(separator: ", ")).") var dataset = "fashion-mnist"
+    @Option(help: "Dataset: \(DatasetCatalog.names.joined(separator: ", ")).") var dataset = "fashion-mnist"
     @Option(help: "Directory (or CSV file) holding the dataset.") var dataDir: String?
     @Option(help: "lfp, gradient or gradient-then-lfp.") var method = "lfp"
     @Option(help: "Gradient steps before switching to LFP (gradient-then-lfp).") var pretrainSteps = 100
@@ -179,7 +180,7 @@ struct Train: ParsableCommand {
             resumedTensors = tensors
         }
 
-        var (trainSet, testSet) = try DataSets.load(dataset, dataDir: dataDir, seed: seed)
+        var (trainSet, testSet) = try DatasetCatalog.load(dataset, dataDir: dataDir, seed: seed)
         if let n = trainLimit, n < trainSet.count { trainSet = trainSet.prefix(n) }
         if let n = testLimit, n < testSet.count { testSet = testSet.prefix(n) }
         guard trainSet.count > 0 else { throw ValidationFailure("dataset \(dataset) has no training samples") }

@@ -2,13 +2,13 @@ import Foundation
 import LFP
 import LFPData
 
-/// Where `lfp` finds data sets by name.
-enum DataSets {
-    static let names = ["fashion-mnist", "mnist", "cifar10", "csv", "sign", "blobs", "circles", "spirals"]
-    static let fashionMNISTDefault = "/usr/share/datasets/fashion-mnist"
+/// Data sets by name: where `lfp` and the experiments find them.
+public enum DatasetCatalog {
+    public static let names = ["fashion-mnist", "mnist", "cifar10", "csv", "sign", "blobs", "circles", "spirals"]
+    public static let fashionMNISTDefault = "/usr/share/datasets/fashion-mnist"
 
     /// Loads the train and test splits of a named data set.
-    static func load(_ name: String, dataDir: String?, seed: UInt64, toyCount: Int = 2000) throws -> (train: Dataset, test: Dataset) {
+    public static func load(_ name: String, dataDir: String?, seed: UInt64, toyCount: Int = 2000) throws -> (train: Dataset, test: Dataset) {
         switch name.lowercased() {
         case "fashion-mnist", "fashionmnist", "fmnist":
             let dir = dataDir ?? fashionMNISTDefault
@@ -32,15 +32,15 @@ enum DataSets {
     }
 
     /// A seeded 80/20 split.
-    static func split(_ all: Dataset, seed: UInt64) throws -> (Dataset, Dataset) {
+    public static func split(_ all: Dataset, seed: UInt64) throws -> (Dataset, Dataset) {
         let order = Fit.permutation(count: all.count, seed: seed &+ 99, epoch: 0)
         let cut = all.count * 4 / 5
         return (try all.subset(Array(order[..<cut])), try all.subset(Array(order[cut...])))
     }
 }
 
-/// A user-facing error: one clear line, non-zero exit.
-struct ValidationFailure: Error, CustomStringConvertible {
-    var description: String
-    init(_ d: String) { description = d }
+/// A user-facing error about options or inputs: one clear line.
+public struct ValidationFailure: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ d: String) { description = d }
 }

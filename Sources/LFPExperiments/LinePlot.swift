@@ -1,8 +1,8 @@
 import Foundation
 
 /// A minimal line-chart writer: titled, labelled axes with ticks, a legend, one polyline per series.
-public struct LinePlot {
-    public struct Series {
+public struct LinePlot: Sendable {
+    public struct Series: Sendable {
         public var name: String
         public var points: [(x: Double, y: Double)]
         public init(name: String, points: [(x: Double, y: Double)]) { self.name = name; self.points = points }
