@@ -38,6 +38,19 @@ public enum Activation: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// Applies the activation to every element in place, with one loop per activation kind
+    /// (the kind is switched on once, not per element).
+    public func apply(to x: inout Tensor) {
+        x.storage.withUnsafeMutableBufferPointer { p in
+            switch self {
+            case .relu: for i in p.indices { p[i] = max(p[i], 0) }
+            case .step: for i in p.indices { p[i] = p[i] > 0 ? 1 : 0 }
+            case .leakyReLU(let s): for i in p.indices { p[i] = p[i] > 0 ? p[i] : s * p[i] }
+            default: for i in p.indices { p[i] = apply(p[i]) }
+            }
+        }
+    }
+
     /// The derivative at pre-activation `x` with output `y = apply(x)`.
     @inlinable public func derivative(x: Float, y: Float) -> Float {
         switch self {

@@ -128,7 +128,7 @@ public struct Sequential: Sendable, Equatable {
                     trace.dropoutMasks[index] = mask
                 }
             case .activation(let a):
-                x = x.map { a.apply($0) }
+                a.apply(to: &x)
             }
             trace.outputs.append(x)
         }
