@@ -28,11 +28,22 @@ struct Evaluate: ParsableCommand {
             options.model = model ?? meta["lfp.model"] ?? "lenet"
             options.activation = meta["lfp.activation"] ?? "relu"
             options.width = meta["lfp.width"].flatMap(Float.init) ?? 1
+            options.timesteps = meta["lfp.timesteps"].flatMap(Int.init) ?? options.timesteps
+            options.beta = meta["lfp.beta"].flatMap(Float.init) ?? options.beta
+            options.threshold = meta["lfp.threshold"].flatMap(Float.init) ?? options.threshold
+            options.reset = meta["lfp.reset"] ?? options.reset
             try options.validateValues()
             let classes = meta["lfp.classes"].flatMap(Int.init) ?? testSet.classCount
-            var net = try options.build(inputShape: testSet.sampleShape, classes: classes, seed: 0)
-            try Checkpoint.restore(&net, from: checkpoint)
-            let accuracy = Fit.accuracy(net, on: testSet)
+            let accuracy: Double
+            if options.isSpiking {
+                var network = try options.buildSpiking(inputShape: testSet.sampleShape, classes: classes, seed: 0)
+                try Checkpoint.restore(&network.synapses, from: checkpoint)
+                accuracy = SpikingTrainer(network: network, optimizer: SGD(learningRate: 0), steps: options.timesteps).accuracy(on: testSet)
+            } else {
+                var net = try options.build(inputShape: testSet.sampleShape, classes: classes, seed: 0)
+                try Checkpoint.restore(&net, from: checkpoint)
+                accuracy = Fit.accuracy(net, on: testSet)
+            }
             if json {
                 print("{\"accuracy\": \(accuracy), \"samples\": \(testSet.count)}")
             } else {

@@ -9,7 +9,7 @@ struct MetricsLog {
     var jsonl: URL { directory.appendingPathComponent("metrics.jsonl") }
 
     static let columns = ["epoch", "train_objective", "train_accuracy", "test_accuracy", "seconds", "samples_per_s",
-                          "sign_change_fraction", "mean_squared_change", "median_abs_weight", "learning_rate"]
+                          "sign_change_fraction", "mean_squared_change", "median_abs_weight", "learning_rate", "firing_rates"]
 
     func start() throws {
         try (Self.columns.joined(separator: ",") + "\n").write(to: csv, atomically: true, encoding: .utf8)
@@ -19,7 +19,8 @@ struct MetricsLog {
     func append(_ m: EpochMetrics) throws {
         let row = [String(m.epoch), "\(m.trainObjective)", "\(m.trainAccuracy)", m.testAccuracy.map { "\($0)" } ?? "",
                    "\(m.seconds)", "\(m.samplesPerSecond)", "\(m.signChangeFraction)", "\(m.meanSquaredChange)",
-                   "\(m.medianAbsWeight)", "\(m.learningRate)"].joined(separator: ",")
+                   "\(m.medianAbsWeight)", "\(m.learningRate)",
+                   m.firingRates.map { $0.map { "\($0)" }.joined(separator: ";") } ?? ""].joined(separator: ",")
         try appendLine(row, to: csv)
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys]

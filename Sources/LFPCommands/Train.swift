@@ -7,10 +7,22 @@ import LFPTensor
 
 /// Options that describe a model, shared by `train` and `evaluate`.
 struct ModelOptions: ParsableArguments {
-    @Option(help: "Model: \(ModelZoo.names.joined(separator: ", ")).") var model = "lenet"
+    @Option(help: "Model: \(ModelOptions.allModelNames.joined(separator: ", ")).") var model = "lenet"
     @Option(help: "Activation: relu, step, sigmoid, tanh, silu, elu, leaky-relu.") var activation = "relu"
     @Option(help: "Dropout after hidden dense layers (the paper's mlp/lenet use 0.5).") var dropout: Float = 0
     @Option(help: "Width multiplier for vgg16 / vgg-like.") var width: Float = 1
+    @Option(help: "Spiking models: time steps per input.") var timesteps = 15
+    @Option(help: "Spiking models: membrane decay beta.") var beta: Float = 0.9
+    @Option(help: "Spiking models: firing threshold.") var threshold: Float = 1
+    @Option(help: "Spiking models: reset by subtract or zero.") var reset = "subtract"
+
+    var isSpiking: Bool { SpikingZoo.names.contains(model.lowercased()) }
+    static var allModelNames: [String] { ModelZoo.names + SpikingZoo.names }
+
+    func buildSpiking(inputShape: [Int], classes: Int, seed: UInt64) throws -> SpikingNetwork {
+        try SpikingZoo.make(model.lowercased(), inputShape: inputShape, classes: classes, beta: beta, threshold: threshold,
+                            reset: reset == "zero" ? .zero : .subtract, seed: seed)
+    }
 
     func parsedActivation() throws -> Activation {
         switch activation.lowercased() {
@@ -26,9 +38,13 @@ struct ModelOptions: ParsableArguments {
     }
 
     func validateValues() throws {
-        guard ModelZoo.names.contains(model.lowercased()) else {
-            throw ValidationError("unknown --model '\(model)'; valid: \(ModelZoo.names.joined(separator: ", "))")
+        guard Self.allModelNames.contains(model.lowercased()) else {
+            throw ValidationError("unknown --model '\(model)'; valid: \(Self.allModelNames.joined(separator: ", "))")
         }
+        guard timesteps >= 1 else { throw ValidationError("--timesteps must be at least 1, got \(timesteps)") }
+        guard beta >= 0 && beta <= 1 else { throw ValidationError("--beta must be in [0, 1], got \(beta)") }
+        guard threshold > 0 else { throw ValidationError("--threshold must be positive, got \(threshold)") }
+        guard ["subtract", "zero"].contains(reset) else { throw ValidationError("unknown --reset '\(reset)'; valid: subtract, zero") }
         _ = try parsedActivation()
         guard dropout >= 0 && dropout < 1 else { throw ValidationError("--dropout must be in [0, 1), got \(dropout)") }
         guard width > 0 else { throw ValidationError("--width must be positive") }
@@ -40,7 +56,8 @@ struct ModelOptions: ParsableArguments {
     }
 
     var metadata: [String: String] {
-        ["lfp.model": model, "lfp.activation": activation, "lfp.dropout": "\(dropout)", "lfp.width": "\(width)"]
+        ["lfp.model": model, "lfp.activation": activation, "lfp.dropout": "\(dropout)", "lfp.width": "\(width)",
+         "lfp.timesteps": "\(timesteps)", "lfp.beta": "\(beta)", "lfp.threshold": "\(threshold)", "lfp.reset": reset]
     }
 }
 
@@ -66,6 +83,8 @@ struct Train: ParsableCommand {
     @Option(help: "Weight decay.") var weightDecay: Float = 0
     @Option(help: "constant, step:N[:gamma], multistep:m1,m2[:gamma], cosine, onecycle (stepped per batch; cosine anneals over the whole run).") var schedule = "cosine"
     @Option(help: "Clip the update direction to this global L2 norm.") var clip: Float?
+    @Option(help: "Unit-wise adaptive clipping (AGC) with this clipping factor, e.g. 0.01.") var agc: Float?
+    @Option(help: "Spiking models, --method gradient: surrogate derivative atan, fast-sigmoid or heaviside (the true, zero derivative).") var surrogate = "atan"
     @Option(help: "Epochs.") var epochs = 3
     @Option(help: "Batch size.") var batchSize = 32
     @Option(help: "Use only the first N training samples.") var trainLimit: Int?
@@ -90,6 +109,9 @@ struct Train: ParsableCommand {
         if let dataDir { a += ["--data-dir", URL(fileURLWithPath: dataDir).standardizedFileURL.path] }
         if let lr { a += ["--lr", "\(lr)"] }
         if let clip { a += ["--clip", "\(clip)"] }
+        if let agc { a += ["--agc", "\(agc)"] }
+        a += ["--timesteps", "\(modelOptions.timesteps)", "--beta", "\(modelOptions.beta)", "--threshold", "\(modelOptions.threshold)",
+              "--reset", modelOptions.reset, "--surrogate", surrogate]
         if let trainLimit { a += ["--train-limit", "\(trainLimit)"] }
         if let testLimit { a += ["--test-limit", "\(testLimit)"] }
         if let checkpointEvery { a += ["--checkpoint-every", "\(checkpointEvery)"] }
@@ -130,6 +152,16 @@ struct Train: ParsableCommand {
         guard momentum >= 0 && momentum < 1 else { throw ValidationError("--momentum must be in [0, 1)") }
         guard weightDecay >= 0 else { throw ValidationError("--weight-decay must be non-negative") }
         if let clip, !(clip > 0) { throw ValidationError("--clip must be positive") }
+        if let agc, !(agc > 0) { throw ValidationError("--agc must be positive") }
+        guard ["atan", "fast-sigmoid", "heaviside"].contains(surrogate) else {
+            throw ValidationError("unknown --surrogate '\(surrogate)'; valid: atan, fast-sigmoid, heaviside")
+        }
+        if modelOptions.isSpiking {
+            guard method != "gradient-then-lfp" else { throw ValidationError("--method gradient-then-lfp is not available for spiking models") }
+            guard ["epsilon", "zplus-zminus"].contains(composite.lowercased()) else {
+                throw ValidationError("spiking models take --composite epsilon or zplus-zminus, got '\(composite)'")
+            }
+        }
         guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1, got \(epochs)") }
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1, got \(batchSize)") }
         guard pretrainSteps >= 0 else { throw ValidationError("--pretrain-steps must be non-negative") }
@@ -167,7 +199,6 @@ struct Train: ParsableCommand {
         if let threads { BLAS.setThreads(threads) }
         BLAS.configure()
         let outputURL = URL(fileURLWithPath: output)
-        let modelPath = outputURL.appendingPathComponent("model.safetensors").path
         let statePath = outputURL.appendingPathComponent("state.safetensors").path
         var state = RunState()
         var resumedTensors: [String: TensorRecord]? = nil
@@ -189,36 +220,105 @@ struct Train: ParsableCommand {
         trainSet = try trainSet.normalized(mean: state.normalizationMean, std: state.normalizationStd)
         testSet = try testSet.normalized(mean: state.normalizationMean, std: state.normalizationStd)
 
-        var model = try modelOptions.build(inputShape: trainSet.sampleShape, classes: trainSet.classCount, seed: seed)
-        if resuming { try Checkpoint.restore(&model, from: modelPath) }
         let lfpMethod = method != "gradient"
         let learningRate = lr ?? (lfpMethod ? 0.003 : 0.01)
+        let optimizerValue = AnyOptimizer(makeOptimizer(lr: learningRate))
+        let agcValue = agc.map { AdaptiveGradientClipping(clipping: $0) }
+        let reductionValue: Reduction = reduction == "mean" ? .mean : .sum
+        let context = RunContext(trainSet: trainSet, testSet: testSet, learningRate: learningRate, statePath: statePath,
+                                 modelPath: outputURL.appendingPathComponent("model.safetensors").path, outputURL: outputURL)
+        if modelOptions.isSpiking {
+            var network = try modelOptions.buildSpiking(inputShape: trainSet.sampleShape, classes: trainSet.classCount, seed: seed)
+            if resuming { try Checkpoint.restore(&network.synapses, from: context.modelPath) }
+            let spikingMethod: SpikingMethod
+            if lfpMethod {
+                spikingMethod = composite.lowercased().hasPrefix("zplus-zminus") ? .lfpZPlusZMinus() : .lfp()
+            } else {
+                spikingMethod = .gradient(surrogate: try Surrogate.parse(surrogate), loss: .rateCrossEntropy)
+            }
+            var trainer = SpikingTrainer(network: network, optimizer: optimizerValue, method: spikingMethod,
+                                         steps: modelOptions.timesteps, feedback: .rateCoded,
+                                         backwardNormalization: backwardNormalization, reduction: reductionValue,
+                                         adaptiveClipping: agcValue, clipNorm: clip)
+            try runLoop(&trainer, state: &state, resumedTensors: resumedTensors, context: context,
+                        describe: "\(spikingMethod), T = \(modelOptions.timesteps), beta \(modelOptions.beta)",
+                        firingRates: { t in
+                            // Mean spikes per neuron per step of each spiking layer, on the first test batch.
+                            let source = testSet.count > 0 ? testSet : trainSet
+                            var features: [Float] = [], labels: [Int] = []
+                            let n = min(source.count, 256)
+                            source.fill(indices: Array(0..<n)[...], features: &features, labels: &labels)
+                            let x = Tensor(shape: [n] + source.sampleShape, storage: features)
+                            return t.network.trace(x, steps: t.steps).firingRates.map(Double.init)
+                        })
+        } else {
+            var model = try modelOptions.build(inputShape: trainSet.sampleShape, classes: trainSet.classCount, seed: seed)
+            if resuming { try Checkpoint.restore(&model, from: context.modelPath) }
+            let options = PropagationOptions(reduction: reductionValue, backwardNormalization: backwardNormalization)
+            var trainer = try Trainer(model: model, optimizer: optimizerValue,
+                                      method: method == "lfp" ? .lfp : .gradient(.softmaxCrossEntropy),
+                                      composite: try Composite.preset(named: composite), feedback: try FeedbackFunction.named(feedback),
+                                      options: options)
+            trainer.clipNorm = clip
+            trainer.adaptiveClipping = agcValue
+            let pretrain = method == "gradient-then-lfp" ? pretrainSteps : 0
+            try runLoop(&trainer, state: &state, resumedTensors: resumedTensors, context: context,
+                        describe: lfpMethod ? "\(method) [\(composite), \(feedback) feedback]" : method,
+                        beforeStep: { step, t in
+                            // gradient-then-lfp: gradient descent for the first steps, then LFP.
+                            if pretrain > 0 { t.method = step < pretrain ? .gradient(.softmaxCrossEntropy) : .lfp }
+                        })
+        }
+    }
+
+    /// The final `--json` summary.
+    struct Summary: Codable {
+        var test_accuracy: Double?
+        var train_accuracy: Double
+        var epochs: Int
+        var seconds: Double
+        var output: String
+        var firing_rates: [Double]?
+    }
+
+    /// What the training loop needs besides the trainer.
+    struct RunContext {
+        var trainSet: Dataset
+        var testSet: Dataset
+        var learningRate: Float
+        var statePath: String
+        var modelPath: String
+        var outputURL: URL
+    }
+
+    /// The epoch loop shared by ordinary and spiking models: schedule, progress, checkpoints,
+    /// stop requests, metrics, plots.
+    func runLoop<T: StepTrainer>(_ trainer: inout T, state: inout RunState, resumedTensors: [String: TensorRecord]?,
+                                 context: RunContext, describe: String,
+                                 beforeStep: @escaping (Int, inout T) -> Void = { _, _ in },
+                                 firingRates: ((T) -> [Double])? = nil) throws where T.O == AnyOptimizer {
+        let (trainSet, testSet) = (context.trainSet, context.testSet)
+        let learningRate = context.learningRate
         let batchesPerEpoch = (trainSet.count + batchSize - 1) / batchSize
-        let schedule = try LearningRateSchedule.parse(schedule, totalSteps: batchesPerEpoch * epochs)
-        let compositeValue = try Composite.preset(named: composite)
-        let options = PropagationOptions(reduction: reduction == "mean" ? .mean : .sum, backwardNormalization: backwardNormalization)
-        var trainer = try Trainer(model: model, optimizer: AnyOptimizer(makeOptimizer(lr: learningRate)),
-                                  method: method == "lfp" ? .lfp : .gradient(.softmaxCrossEntropy),
-                                  composite: compositeValue, feedback: try FeedbackFunction.named(feedback), options: options)
-        trainer.clipNorm = clip
+        let schedule = try LearningRateSchedule.parse(self.schedule, totalSteps: batchesPerEpoch * epochs)
         // The weights at the start of the current epoch (for the sign-change and movement metrics).
-        var epochStart = trainer.model
+        var epochStart = trainer.parameterModel
         if let tensors = resumedTensors {
             trainer.optimizer.loadState(tensors.filter { !$0.key.hasPrefix("epoch_start/") }
                 .mapValues { Tensor(shape: $0.shape, storage: $0.values) })
             for (name, value) in epochStart.namedParameters {
                 guard let r = tensors["epoch_start/\(name)"], r.shape == value.shape else {
-                    throw ValidationFailure("\(statePath): missing epoch_start/\(name); cannot resume")
+                    throw ValidationFailure("\(context.statePath): missing epoch_start/\(name); cannot resume")
                 }
                 epochStart.setParameter(name, Tensor(shape: r.shape, storage: r.values))
             }
         }
 
-        try FileManager.default.createDirectory(at: outputURL, withIntermediateDirectories: true)
-        let log = MetricsLog(directory: outputURL)
+        try FileManager.default.createDirectory(at: context.outputURL, withIntermediateDirectories: true)
+        let log = MetricsLog(directory: context.outputURL)
         if !resuming {
             try log.start()
-            try JSONEncoder().encode(arguments).write(to: outputURL.appendingPathComponent("run.json"), options: .atomic)
+            try JSONEncoder().encode(arguments).write(to: context.outputURL.appendingPathComponent("run.json"), options: .atomic)
         }
         let metadata = modelOptions.metadata.merging([
             "lfp.input_shape": trainSet.sampleShape.map(String.init).joined(separator: ","),
@@ -226,26 +326,25 @@ struct Train: ParsableCommand {
             "lfp.normalization_mean": state.normalizationMean.map { "\($0)" }.joined(separator: ","),
             "lfp.normalization_std": state.normalizationStd.map { "\($0)" }.joined(separator: ","),
         ]) { $1 }
-        func saveCheckpoint(_ trainer: Trainer<AnyOptimizer>, _ state: RunState) throws {
+        func saveCheckpoint(_ trainer: T, _ state: RunState) throws {
             // Weights first, then the state that refers to them; both atomic (temp file, fsync, rename).
-            try Checkpoint.save(trainer.model, metadata: metadata, to: modelPath)
+            try Checkpoint.save(trainer.parameterModel, metadata: metadata, to: context.modelPath)
             var records = trainer.optimizer.stateTensors().map { TensorRecord(name: $0.key, shape: $0.value.shape, values: $0.value.storage) }
             records += epochStart.namedParameters.map { TensorRecord(name: "epoch_start/\($0.name)", shape: $0.value.shape, values: $0.value.storage) }
             let json = String(decoding: try JSONEncoder().encode(state), as: UTF8.self)
-            try SafeTensors.write(records, metadata: ["lfp.run_state": json], to: statePath)
+            try SafeTensors.write(records, metadata: ["lfp.run_state": json], to: context.statePath)
         }
 
         if !quiet {
             let config = BLAS.configuration
             FileHandle.standardError.write(Data("""
-            lfp train: \(modelOptions.model) (\(model.parameterCount) parameters) on \(dataset) (\(trainSet.count) train / \(testSet.count) test, \(trainSet.sampleShape)), \
-            \(method)\(lfpMethod ? " [\(composite), \(feedback) feedback]" : ""), \(optimizer) lr \(learningRate) \(self.schedule), batch \(batchSize), \
+            lfp train: \(modelOptions.model) (\(trainer.parameterModel.parameterCount) parameters) on \(dataset) (\(trainSet.count) train / \(testSet.count) test, \(trainSet.sampleShape)), \
+            \(describe), \(optimizer) lr \(learningRate) \(self.schedule), batch \(batchSize), \
             \(epochs) epochs, \(config.backend) \(config.core) x\(config.threads)\(resuming ? ", resuming at epoch \(state.epoch) batch \(state.progress.nextBatch + 1)" : "")
 
             """.utf8))
         }
         StopSignal.install()
-        let pretrain = method == "gradient-then-lfp" ? pretrainSteps : 0
         var stepsThisProcess = 0
         while state.epoch <= epochs {
             let epoch = state.epoch
@@ -254,13 +353,13 @@ struct Train: ParsableCommand {
             let segmentStart = Date()
             var stopReason: String? = nil
             var progress = state.progress
+            let frozenState = state
             let completed = try Fit.epoch(&trainer, data: trainSet, epoch: epoch, batchSize: batchSize, seed: seed,
                                           progress: &progress, firstStep: (epoch - 1) * batchesPerEpoch,
                                           schedule: { schedule.rate(base: learningRate, step: $0) },
                                           beforeStep: { step, t in
                                               if let m = schedule.momentum(step: step) { t.optimizer.momentumValue = m }
-                                              // gradient-then-lfp: gradient descent for the first steps, then LFP.
-                                              if pretrain > 0 { t.method = step < pretrain ? .gradient(.softmaxCrossEntropy) : .lfp }
+                                              beforeStep(step, &t)
                                           },
                                           afterStep: { b, total, _, p, t in
                 progressBar.update(b + 1, suffix: String(format: "acc %.3f", p.accuracy))
@@ -269,7 +368,7 @@ struct Train: ParsableCommand {
                 if let signal = StopSignal.received { stopReason = "received \(signal)" }
                 if let limit = stopAfter, stepsThisProcess >= limit { stopReason = "--stop-after \(limit)" }
                 if stopReason != nil || (checkpointEvery.map { global % $0 == 0 } ?? false) {
-                    var snapshot = state
+                    var snapshot = frozenState
                     snapshot.progress = p
                     snapshot.epochSecondsSoFar += Date().timeIntervalSince(segmentStart)
                     try saveCheckpoint(t, snapshot)
@@ -284,23 +383,25 @@ struct Train: ParsableCommand {
                 throw ExitCode(130)
             }
             let seconds = state.epochSecondsSoFar
-            let testAccuracy = testSet.count > 0 ? Fit.accuracy(trainer.model, on: testSet) : nil
-            let movement = Fit.parameterMovement(from: epochStart, to: trainer.model)
+            let testAccuracy = testSet.count > 0 ? trainer.accuracy(on: testSet) : nil
+            let movement = Fit.parameterMovement(from: epochStart, to: trainer.parameterModel)
             let metrics = EpochMetrics(epoch: epoch, trainObjective: state.progress.objective, trainAccuracy: state.progress.accuracy,
                                        testAccuracy: testAccuracy, seconds: seconds, samplesPerSecond: Double(trainSet.count) / seconds,
                                        signChangeFraction: movement.signChanges, meanSquaredChange: movement.meanSquaredChange,
-                                       medianAbsWeight: movement.medianAbsWeight, learningRate: Double(trainer.optimizer.learningRate))
+                                       medianAbsWeight: movement.medianAbsWeight, learningRate: Double(trainer.optimizer.learningRate),
+                                       firingRates: firingRates?(trainer))
             state.history.append(metrics)
             state.secondsSoFar += seconds
             state.epoch += 1
             state.progress = Fit.EpochProgress()
             state.epochSecondsSoFar = 0
-            epochStart = trainer.model
+            epochStart = trainer.parameterModel
             try log.append(metrics)
             if !quiet {
-                FileHandle.standardError.write(Data(String(format: "epoch %d: train %@ %.4f, train accuracy %.4f, test accuracy %@, %.1f s (%.0f samples/s)\n",
-                    epoch, lfpMethod ? "feedback" : "loss", metrics.trainObjective, metrics.trainAccuracy,
-                    testAccuracy.map { String(format: "%.4f", $0) } ?? "-", seconds, metrics.samplesPerSecond).utf8))
+                let rates = metrics.firingRates.map { ", firing rates " + $0.map { String(format: "%.3f", $0) }.joined(separator: "/") } ?? ""
+                FileHandle.standardError.write(Data(String(format: "epoch %d: train %@ %.4f, train accuracy %.4f, test accuracy %@, %.1f s (%.0f samples/s)%@\n",
+                    epoch, method == "gradient" ? "loss" : "feedback", metrics.trainObjective, metrics.trainAccuracy,
+                    testAccuracy.map { String(format: "%.4f", $0) } ?? "-", seconds, metrics.samplesPerSecond, rates).utf8))
             }
             try saveCheckpoint(trainer, state)
             try log.plot(state.history, title: "\(modelOptions.model) on \(dataset), \(method)")
@@ -310,18 +411,12 @@ struct Train: ParsableCommand {
             }
         }
         if json {
-            struct Summary: Codable {
-                var test_accuracy: Double?
-                var train_accuracy: Double
-                var epochs: Int
-                var seconds: Double
-                var output: String
-            }
             let e = JSONEncoder()
             e.outputFormatting = [.sortedKeys]
             let last = state.history.last!
             print(String(decoding: try e.encode(Summary(test_accuracy: last.testAccuracy, train_accuracy: last.trainAccuracy,
-                                                         epochs: epochs, seconds: (state.secondsSoFar * 100).rounded() / 100, output: output)), as: UTF8.self))
+                                                         epochs: epochs, seconds: (state.secondsSoFar * 100).rounded() / 100, output: output,
+                                                         firing_rates: last.firingRates)), as: UTF8.self))
         } else if let acc = state.history.last?.testAccuracy {
             print(String(format: "test accuracy %.4f after %d epochs (%.0f s); metrics, plot and checkpoint in %@", acc, epochs, state.secondsSoFar, output))
         }

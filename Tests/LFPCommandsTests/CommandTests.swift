@@ -255,3 +255,32 @@ func runProcess(_ url: URL, _ arguments: [String], environment: [String: String]
         #expect(throws: (any Error).self) { try runLFP(["evaluate", "--checkpoint", path, "--dataset", "blobs"]) }
     }
 }
+
+@Suite struct SpikingCommandTests {
+    @Test func spikingModelsTrainWithLFPAndTheSurrogateBaselineAndResume() throws {
+        let base = temporaryDirectory("snn")
+        defer { try? FileManager.default.removeItem(at: base) }
+        // A small spiking MLP on blobs (snn-mlp is in-1000-1000-C).
+        let common = ["train", "--model", "snn-mlp", "--dataset", "blobs", "--epochs", "2", "--timesteps", "4", "--batch-size", "32",
+                      "--train-limit", "128", "--test-limit", "64",
+                      "--optimizer", "adam", "--lr", "0.001", "--quiet", "--threads", "2"]
+        try runLFP(common + ["--output", base.appendingPathComponent("lfp").path, "--backward-normalization", "--agc", "0.1"])
+        let jsonl = try String(contentsOf: base.appendingPathComponent("lfp/metrics.jsonl"), encoding: .utf8).split(separator: "\n")
+        let last = try JSONSerialization.jsonObject(with: Data(jsonl.last!.utf8)) as! [String: Any]
+        let rates = try #require(last["firing_rates"] as? [Double])
+        #expect(rates.count == 3 && rates.allSatisfy { $0 >= 0 && $0 <= 1 })
+        try runLFP(common + ["--output", base.appendingPathComponent("grad").path, "--method", "gradient", "--surrogate", "fast-sigmoid"])
+        try runLFP(["evaluate", "--checkpoint", base.appendingPathComponent("grad/model.safetensors").path, "--dataset", "blobs"])
+        // Exact resume works for spiking models too.
+        let stopped = base.appendingPathComponent("stopped")
+        #expect(throws: (any Error).self) {
+            try runLFP(common + ["--output", stopped.path, "--backward-normalization", "--agc", "0.1", "--stop-after", "5"])
+        }
+        try runLFP(["train", "--resume", stopped.path, "--quiet"])
+        let a = try Data(contentsOf: base.appendingPathComponent("lfp/model.safetensors"))
+        let b = try Data(contentsOf: stopped.appendingPathComponent("model.safetensors"))
+        #expect(a == b)
+        #expect(throws: (any Error).self) { try LFPCommand.parseAsRoot(["train", "--model", "snn-mlp", "--composite", "alpha-beta"]) }
+        #expect(throws: (any Error).self) { try LFPCommand.parseAsRoot(["train", "--model", "snn-mlp", "--timesteps", "0"]) }
+    }
+}

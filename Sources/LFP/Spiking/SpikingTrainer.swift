@@ -31,7 +31,7 @@ public enum SpikingMethod: Sendable, Equatable, CustomStringConvertible {
 /// steps (constant encoding), signal at the output spikes (feedback function or loss gradient),
 /// backward through time, optional clipping, optimizer update. Under LFP the optimizer
 /// receives `-feedback` (LFP-MATH.md section 3), as ``Trainer`` does.
-public struct SpikingTrainer<O: Optimizer>: Sendable {
+public struct SpikingTrainer<O: Optimizer>: StepTrainer {
     public var network: SpikingNetwork
     public var optimizer: O
     public var method: SpikingMethod
@@ -115,6 +115,15 @@ public struct SpikingTrainer<O: Optimizer>: Sendable {
         let correct = zip(predictions, labels).filter { $0 == $1 }.count
         return (directions, StepResult(objective: objective, correct: correct, count: labels.count))
     }
+
+    public var parameterModel: Sequential { network.synapses }
+
+    /// One training step (`rng` is unused: spiking networks here have no dropout).
+    public mutating func step(input: Tensor, labels: [Int], rng: inout SeededRandom) throws(NumericalFault) -> StepResult {
+        try step(input: input, labels: labels)
+    }
+
+    public func accuracy(on source: some BatchSource) -> Double { accuracy(on: source, batchSize: 256) }
 
     /// One full training step on a batch.
     @discardableResult

@@ -29,10 +29,12 @@ public struct EpochMetrics: Sendable, Codable {
     /// Median |w| over all weights after the epoch.
     public var medianAbsWeight: Double
     public var learningRate: Double
+    /// Spiking networks: mean spikes per neuron per step of each spiking layer (on a test batch).
+    public var firingRates: [Double]?
 
     public init(epoch: Int, trainObjective: Double, trainAccuracy: Double, testAccuracy: Double?, seconds: Double,
                 samplesPerSecond: Double, signChangeFraction: Double, meanSquaredChange: Double, medianAbsWeight: Double,
-                learningRate: Double) {
+                learningRate: Double, firingRates: [Double]? = nil) {
         self.epoch = epoch
         self.trainObjective = trainObjective
         self.trainAccuracy = trainAccuracy
@@ -43,6 +45,7 @@ public struct EpochMetrics: Sendable, Codable {
         self.meanSquaredChange = meanSquaredChange
         self.medianAbsWeight = medianAbsWeight
         self.learningRate = learningRate
+        self.firingRates = firingRates
     }
 }
 
@@ -119,11 +122,11 @@ public enum Fit {
     ///   - afterStep: called after every step with (batch, batches, result, progress, trainer); return
     ///     false to stop early (the progress then says where to resume).
     /// - Returns: true when the epoch completed.
-    public static func epoch<O: Optimizer>(_ trainer: inout Trainer<O>, data: some BatchSource, epoch: Int, batchSize: Int, seed: UInt64,
-                                          progress: inout EpochProgress, firstStep: Int = 0,
-                                          schedule: ((Int) -> Float)? = nil,
-                                          beforeStep: (Int, inout Trainer<O>) -> Void = { _, _ in },
-                                          afterStep: (Int, Int, StepResult, EpochProgress, inout Trainer<O>) throws -> Bool = { _, _, _, _, _ in true }) throws -> Bool {
+    public static func epoch<T: StepTrainer>(_ trainer: inout T, data: some BatchSource, epoch: Int, batchSize: Int, seed: UInt64,
+                                            progress: inout EpochProgress, firstStep: Int = 0,
+                                            schedule: ((Int) -> Float)? = nil,
+                                            beforeStep: (Int, inout T) -> Void = { _, _ in },
+                                            afterStep: (Int, Int, StepResult, EpochProgress, inout T) throws -> Bool = { _, _, _, _, _ in true }) throws -> Bool {
         let batches = batches(count: data.count, batchSize: batchSize, seed: seed, epoch: epoch)
         var features: [Float] = [], labels: [Int] = []
         while progress.nextBatch < batches.count {
@@ -150,8 +153,8 @@ public enum Fit {
 
     /// Trains one whole epoch; returns the mean objective and the training accuracy.
     @discardableResult
-    public static func epoch<O: Optimizer>(_ trainer: inout Trainer<O>, data: some BatchSource, epoch: Int, batchSize: Int,
-                                          seed: UInt64) throws -> (objective: Double, accuracy: Double) {
+    public static func epoch<T: StepTrainer>(_ trainer: inout T, data: some BatchSource, epoch: Int, batchSize: Int,
+                                            seed: UInt64) throws -> (objective: Double, accuracy: Double) {
         var progress = EpochProgress()
         _ = try Self.epoch(&trainer, data: data, epoch: epoch, batchSize: batchSize, seed: seed, progress: &progress)
         return (progress.objective, progress.accuracy)

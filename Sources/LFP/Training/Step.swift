@@ -25,9 +25,22 @@ public struct NumericalFault: Error, CustomStringConvertible, Sendable {
     public var description: String { "non-finite value \(value) in \(location)" }
 }
 
+/// Anything the training loop (`Fit.epoch`) can drive: a trainer of a `Sequential` model
+/// (`Trainer`) or of a spiking network (`SpikingTrainer`).
+public protocol StepTrainer: Sendable {
+    associatedtype O: Optimizer
+    var optimizer: O { get set }
+    /// The trainable layers, for checkpoints and parameter statistics.
+    var parameterModel: Sequential { get }
+    /// One training step on a batch (`rng` draws dropout masks where there are any).
+    mutating func step(input: Tensor, labels: [Int], rng: inout SeededRandom) throws(NumericalFault) -> StepResult
+    /// Accuracy on a data source (inference mode).
+    func accuracy(on source: some BatchSource) -> Double
+}
+
 /// One training step, LFP or gradient: forward trace, signal at the logits, backward pass,
 /// optimizer update (the optimizer receives `-feedback` under LFP).
-public struct Trainer<O: Optimizer>: Sendable {
+public struct Trainer<O: Optimizer>: StepTrainer {
     public var model: Sequential
     public var optimizer: O
     public var method: TrainingMethod
@@ -35,6 +48,12 @@ public struct Trainer<O: Optimizer>: Sendable {
     public var feedbackFunction: FeedbackFunction
     /// Rescale the directions so their global L2 norm is at most this (nil: no clipping).
     public var clipNorm: Float?
+    /// Unit-wise adaptive clipping (AGC, Brock et al. 2021), applied before `clipNorm`.
+    public var adaptiveClipping: AdaptiveGradientClipping?
+
+    public var parameterModel: Sequential { model }
+
+    public func accuracy(on source: some BatchSource) -> Double { Fit.accuracy(model, on: source) }
 
     public init(model: Sequential, optimizer: O, method: TrainingMethod = .lfp,
                 composite: Composite = .uniform(.epsilon), feedback: FeedbackFunction = .sigmoid,
@@ -71,6 +90,7 @@ public struct Trainer<O: Optimizer>: Sendable {
             objective = value
             directions = Backpropagation.gradients(model: model, trace: trace, outputGradient: g).parameters
         }
+        if let adaptiveClipping { adaptiveClipping.apply(to: &directions, parameters: model) }
         if let clipNorm {
             let norm = directions.values.reduce(0.0) { $0 + $1.squaredNorm() }.squareRoot()
             if norm > Double(clipNorm) {
