@@ -1,4 +1,4 @@
-// swift-tools-version: 6.0
+// swift-tools-version: 6.1
 import PackageDescription
 
 // On Linux the BLAS is OpenBLAS (found with pkg-config) and gzip comes from zlib;
@@ -10,6 +10,9 @@ let package = Package(
         .library(name: "LFP", targets: ["LFP"]),
         .library(name: "LFPData", targets: ["LFPData"]),
         .executable(name: "lfp", targets: ["lfp"]),
+    ],
+    traits: [
+        .trait(name: "MPI", description: "Data-parallel training across processes with Open MPI (mpirun -np N lfp train ...)."),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -34,11 +37,15 @@ let package = Package(
         ),
         .target(name: "LFP", dependencies: ["LFPTensor", "LFPData"]),
         .target(name: "LFPData", dependencies: ["CZlib"]),
+        // Optional: only built with `--traits MPI` (needs Debian's libopenmpi-dev).
+        .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
+        .target(name: "CMPIShim", dependencies: ["CMPI"]),
+        .target(name: "LFPDistributed", dependencies: ["LFP", .target(name: "CMPIShim", condition: .when(traits: ["MPI"]))]),
         .target(name: "LFPExperiments", dependencies: ["LFP"]),
         .target(
             name: "LFPCommands",
             dependencies: [
-                "LFP", "LFPData", "LFPTensor", "LFPExperiments",
+                "LFP", "LFPData", "LFPTensor", "LFPExperiments", "LFPDistributed",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

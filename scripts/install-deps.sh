@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages swift-lfp needs on Debian/Ubuntu (skips what is present):
-# OpenBLAS (BLAS), zlib (gzip), pkg-config (to find both), and Fashion-MNIST (the default dataset).
+# OpenBLAS (BLAS), zlib (gzip), pkg-config (to find both), Fashion-MNIST (the default dataset),
+# and Open MPI (optional: data-parallel training and its tests).
 set -euo pipefail
 
 need=()
@@ -8,6 +9,11 @@ pkg-config --exists openblas 2>/dev/null || need+=(libopenblas-dev)
 pkg-config --exists zlib 2>/dev/null || need+=(zlib1g-dev)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || need+=(dataset-fashion-mnist)
+# Optional: Open MPI for data-parallel training (`--traits MPI`); set LFP_NO_MPI=1 to skip it.
+if [ -z "${LFP_NO_MPI:-}" ]; then
+  pkg-config --exists ompi-c 2>/dev/null || need+=(libopenmpi-dev)
+  command -v mpirun >/dev/null 2>&1 || need+=(openmpi-bin)
+fi
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LFPDistributed
 import LFPTensor
 
 /// Measured sgemm throughput.
@@ -60,6 +61,7 @@ struct Doctor: ParsableCommand {
             print("backend: \(config.backend)")
             print("core:    \(config.core)\(config.detectedCore.map { " (OpenBLAS detected \($0); switched to the kernels this CPU supports)" } ?? "")")
             print("threads: \(config.threads)")
+            print("MPI:     \(Distributed.isAvailable ? "built in (run under mpirun for data-parallel training)" : "not built in (swift build --traits MPI)")")
         }
         for n in sizes {
             let g = DoctorReport.sgemmGFLOPS(n: n)
@@ -72,10 +74,11 @@ struct Doctor: ParsableCommand {
                 var core: String
                 var detected_core: String?
                 var threads: Int
+                var mpi: Bool
                 var sgemm: [SgemmMeasurement]
             }
             let report = Report(backend: config.backend, core: config.core, detected_core: config.detectedCore,
-                                threads: config.threads, sgemm: measurements)
+                                threads: config.threads, mpi: Distributed.isAvailable, sgemm: measurements)
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
             print(String(decoding: try encoder.encode(report), as: UTF8.self))

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LFP
+import LFPDistributed
 import LFPExperiments
 import LFPData
 import LFPTensor
@@ -173,7 +174,17 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
-        try reportingErrors { try train() }
+        // Under mpirun every rank runs this; rank 0 alone reports errors.
+        let comm: any Communicator
+        do { comm = try Distributed.communicator() } catch {
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            throw ExitCode.failure
+        }
+        if comm.rank != 0 {
+            do { try train(comm) } catch let error as ExitCode { throw error } catch { throw ExitCode.failure }
+            return
+        }
+        try reportingErrors { try train(comm) }
     }
 
     func makeOptimizer(lr: Float) -> any Optimizer {
@@ -195,9 +206,10 @@ struct Train: ParsableCommand {
         var normalizationStd: [Float] = []
     }
 
-    func train() throws {
+    func train(_ comm: any Communicator) throws {
         if let threads { BLAS.setThreads(threads) }
         BLAS.configure()
+        let isRoot = comm.rank == 0
         let outputURL = URL(fileURLWithPath: output)
         let statePath = outputURL.appendingPathComponent("state.safetensors").path
         var state = RunState()
@@ -211,7 +223,12 @@ struct Train: ParsableCommand {
             resumedTensors = tensors
         }
 
-        var (trainSet, testSet) = try DatasetCatalog.load(dataset, dataDir: dataDir, seed: seed)
+        // Every rank loads the data; a failure on any rank stops all of them (reported by rank 0).
+        var loaded: (Dataset, Dataset)? = nil
+        var loadError: (any Error)? = nil
+        do { loaded = try DatasetCatalog.load(dataset, dataDir: dataDir, seed: seed) } catch { loadError = error }
+        try Distributed.agree(localError: loadError, comm)
+        var (trainSet, testSet) = loaded!
         if let n = trainLimit, n < trainSet.count { trainSet = trainSet.prefix(n) }
         if let n = testLimit, n < testSet.count { testSet = testSet.prefix(n) }
         guard trainSet.count > 0 else { throw ValidationFailure("dataset \(dataset) has no training samples") }
@@ -225,11 +242,14 @@ struct Train: ParsableCommand {
         let optimizerValue = AnyOptimizer(makeOptimizer(lr: learningRate))
         let agcValue = agc.map { AdaptiveGradientClipping(clipping: $0) }
         let reductionValue: Reduction = reduction == "mean" ? .mean : .sum
+        let parallel = comm.size > 1 ? Distributed.parallelism(comm, stopRequested: { StopSignal.received != nil }) : nil
         let context = RunContext(trainSet: trainSet, testSet: testSet, learningRate: learningRate, statePath: statePath,
-                                 modelPath: outputURL.appendingPathComponent("model.safetensors").path, outputURL: outputURL)
+                                 modelPath: outputURL.appendingPathComponent("model.safetensors").path, outputURL: outputURL,
+                                 isRoot: isRoot, parallel: parallel)
         if modelOptions.isSpiking {
             var network = try modelOptions.buildSpiking(inputShape: trainSet.sampleShape, classes: trainSet.classCount, seed: seed)
             if resuming { try Checkpoint.restore(&network.synapses, from: context.modelPath) }
+            try Distributed.broadcastParameters(&network.synapses, comm)
             let spikingMethod: SpikingMethod
             if lfpMethod {
                 spikingMethod = composite.lowercased().hasPrefix("zplus-zminus") ? .lfpZPlusZMinus() : .lfp()
@@ -254,6 +274,7 @@ struct Train: ParsableCommand {
         } else {
             var model = try modelOptions.build(inputShape: trainSet.sampleShape, classes: trainSet.classCount, seed: seed)
             if resuming { try Checkpoint.restore(&model, from: context.modelPath) }
+            try Distributed.broadcastParameters(&model, comm)
             let options = PropagationOptions(reduction: reductionValue, backwardNormalization: backwardNormalization)
             var trainer = try Trainer(model: model, optimizer: optimizerValue,
                                       method: method == "lfp" ? .lfp : .gradient(.softmaxCrossEntropy),
@@ -289,6 +310,9 @@ struct Train: ParsableCommand {
         var statePath: String
         var modelPath: String
         var outputURL: URL
+        /// Rank 0 (or the only process): evaluates and writes metrics, plots and checkpoints.
+        var isRoot: Bool
+        var parallel: DataParallelism?
     }
 
     /// The epoch loop shared by ordinary and spiking models: schedule, progress, checkpoints,
@@ -314,9 +338,11 @@ struct Train: ParsableCommand {
             }
         }
 
-        try FileManager.default.createDirectory(at: context.outputURL, withIntermediateDirectories: true)
+        let isRoot = context.isRoot
+        let quiet = self.quiet || !isRoot
+        if isRoot { try FileManager.default.createDirectory(at: context.outputURL, withIntermediateDirectories: true) }
         let log = MetricsLog(directory: context.outputURL)
-        if !resuming {
+        if !resuming && isRoot {
             try log.start()
             try JSONEncoder().encode(arguments).write(to: context.outputURL.appendingPathComponent("run.json"), options: .atomic)
         }
@@ -327,6 +353,7 @@ struct Train: ParsableCommand {
             "lfp.normalization_std": state.normalizationStd.map { "\($0)" }.joined(separator: ","),
         ]) { $1 }
         func saveCheckpoint(_ trainer: T, _ state: RunState) throws {
+            guard isRoot else { return }
             // Weights first, then the state that refers to them; both atomic (temp file, fsync, rename).
             try Checkpoint.save(trainer.parameterModel, metadata: metadata, to: context.modelPath)
             var records = trainer.optimizer.stateTensors().map { TensorRecord(name: $0.key, shape: $0.value.shape, values: $0.value.storage) }
@@ -340,7 +367,7 @@ struct Train: ParsableCommand {
             FileHandle.standardError.write(Data("""
             lfp train: \(modelOptions.model) (\(trainer.parameterModel.parameterCount) parameters) on \(dataset) (\(trainSet.count) train / \(testSet.count) test, \(trainSet.sampleShape)), \
             \(describe), \(optimizer) lr \(learningRate) \(self.schedule), batch \(batchSize), \
-            \(epochs) epochs, \(config.backend) \(config.core) x\(config.threads)\(resuming ? ", resuming at epoch \(state.epoch) batch \(state.progress.nextBatch + 1)" : "")
+            \(epochs) epochs, \(config.backend) \(config.core) x\(config.threads)\(context.parallel.map { ", \($0.size) ranks" } ?? "")\(resuming ? ", resuming at epoch \(state.epoch) batch \(state.progress.nextBatch + 1)" : "")
 
             """.utf8))
         }
@@ -356,16 +383,18 @@ struct Train: ParsableCommand {
             let frozenState = state
             let completed = try Fit.epoch(&trainer, data: trainSet, epoch: epoch, batchSize: batchSize, seed: seed,
                                           progress: &progress, firstStep: (epoch - 1) * batchesPerEpoch,
+                                          parallel: context.parallel,
                                           schedule: { schedule.rate(base: learningRate, step: $0) },
                                           beforeStep: { step, t in
                                               if let m = schedule.momentum(step: step) { t.optimizer.momentumValue = m }
                                               beforeStep(step, &t)
                                           },
-                                          afterStep: { b, total, _, p, t in
+                                          afterStep: { b, total, result, p, t in
                 progressBar.update(b + 1, suffix: String(format: "acc %.3f", p.accuracy))
                 stepsThisProcess += 1
                 let global = (epoch - 1) * batchesPerEpoch + b + 1
-                if let signal = StopSignal.received { stopReason = "received \(signal)" }
+                if context.parallel == nil, let signal = StopSignal.received { stopReason = "received \(signal)" }
+                if result.stopRequested { stopReason = "a rank received a stop signal" }
                 if let limit = stopAfter, stepsThisProcess >= limit { stopReason = "--stop-after \(limit)" }
                 if stopReason != nil || (checkpointEvery.map { global % $0 == 0 } ?? false) {
                     var snapshot = frozenState
@@ -379,24 +408,24 @@ struct Train: ParsableCommand {
             state.epochSecondsSoFar += Date().timeIntervalSince(segmentStart)
             if !completed {
                 // The checkpoint of the last step was written in afterStep.
-                FileHandle.standardError.write(Data("\nstopped (\(stopReason ?? "")) at epoch \(epoch), batch \(state.progress.nextBatch); checkpoint written. Continue with: lfp train --resume \(output)\n".utf8))
+                if isRoot { FileHandle.standardError.write(Data("\nstopped (\(stopReason ?? "")) at epoch \(epoch), batch \(state.progress.nextBatch); checkpoint written. Continue with: lfp train --resume \(output)\n".utf8)) }
                 throw ExitCode(130)
             }
             let seconds = state.epochSecondsSoFar
-            let testAccuracy = testSet.count > 0 ? trainer.accuracy(on: testSet) : nil
+            let testAccuracy = testSet.count > 0 && isRoot ? trainer.accuracy(on: testSet) : nil
             let movement = Fit.parameterMovement(from: epochStart, to: trainer.parameterModel)
             let metrics = EpochMetrics(epoch: epoch, trainObjective: state.progress.objective, trainAccuracy: state.progress.accuracy,
                                        testAccuracy: testAccuracy, seconds: seconds, samplesPerSecond: Double(trainSet.count) / seconds,
                                        signChangeFraction: movement.signChanges, meanSquaredChange: movement.meanSquaredChange,
                                        medianAbsWeight: movement.medianAbsWeight, learningRate: Double(trainer.optimizer.learningRate),
-                                       firingRates: firingRates?(trainer))
+                                       firingRates: isRoot ? firingRates?(trainer) : nil)
             state.history.append(metrics)
             state.secondsSoFar += seconds
             state.epoch += 1
             state.progress = Fit.EpochProgress()
             state.epochSecondsSoFar = 0
             epochStart = trainer.parameterModel
-            try log.append(metrics)
+            if isRoot { try log.append(metrics) }
             if !quiet {
                 let rates = metrics.firingRates.map { ", firing rates " + $0.map { String(format: "%.3f", $0) }.joined(separator: "/") } ?? ""
                 FileHandle.standardError.write(Data(String(format: "epoch %d: train %@ %.4f, train accuracy %.4f, test accuracy %@, %.1f s (%.0f samples/s)%@\n",
@@ -404,12 +433,13 @@ struct Train: ParsableCommand {
                     testAccuracy.map { String(format: "%.4f", $0) } ?? "-", seconds, metrics.samplesPerSecond, rates).utf8))
             }
             try saveCheckpoint(trainer, state)
-            try log.plot(state.history, title: "\(modelOptions.model) on \(dataset), \(method)")
+            if isRoot { try log.plot(state.history, title: "\(modelOptions.model) on \(dataset), \(method)") }
             if let stopReason, state.epoch <= epochs {
-                FileHandle.standardError.write(Data("stopped (\(stopReason)) after epoch \(epoch); checkpoint written. Continue with: lfp train --resume \(output)\n".utf8))
+                if isRoot { FileHandle.standardError.write(Data("stopped (\(stopReason)) after epoch \(epoch); checkpoint written. Continue with: lfp train --resume \(output)\n".utf8)) }
                 throw ExitCode(130)
             }
         }
+        guard isRoot else { return }
         if json {
             let e = JSONEncoder()
             e.outputFormatting = [.sortedKeys]

@@ -196,7 +196,8 @@ import LFPTensor
         trainer.clipNorm = 0.01
         var rng = SeededRandom(seed: 8)
         let x = Tensor.normal([8, 4], std: 5, rng: &rng)
-        let (d, _) = try trainer.directions(input: x, labels: [0, 1, 2, 0, 1, 2, 0, 1], rng: &rng)
+        let (raw, _) = try trainer.directions(input: x, labels: [0, 1, 2, 0, 1, 2, 0, 1], rng: &rng)
+        let d = trainer.clipped(raw)
         let norm = d.values.reduce(0.0) { $0 + $1.squaredNorm() }.squareRoot()
         #expect(abs(norm - 0.01) < 1e-5)
     }

@@ -96,14 +96,6 @@ public struct SpikingTrainer<O: Optimizer>: StepTrainer {
             directions = SpikingBackpropagation.gradients(network: network, trace: trace, outputGradient: g,
                                                           surrogate: surrogate).parameters
         }
-        if let adaptiveClipping { adaptiveClipping.apply(to: &directions, parameters: network.synapses) }
-        if let clipNorm {
-            let norm = directions.values.reduce(0.0) { $0 + $1.squaredNorm() }.squareRoot()
-            if norm > Double(clipNorm) {
-                let scale = Float(Double(clipNorm) / norm)
-                directions = directions.mapValues { $0 * scale }
-            }
-        }
         for name in directions.keys.sorted() {
             let d = directions[name]!
             if let bad = d.firstNonFiniteIndex {
@@ -118,9 +110,34 @@ public struct SpikingTrainer<O: Optimizer>: StepTrainer {
 
     public var parameterModel: Sequential { network.synapses }
 
+    public var directionsAreBatchMeans: Bool {
+        switch method {
+        case .gradient: true
+        case .lfp, .lfpZPlusZMinus: reduction == .mean
+        }
+    }
+
     /// One training step (`rng` is unused: spiking networks here have no dropout).
     public mutating func step(input: Tensor, labels: [Int], rng: inout SeededRandom) throws(NumericalFault) -> StepResult {
         try step(input: input, labels: labels)
+    }
+
+    public func directions(input: Tensor, labels: [Int], rng: inout SeededRandom) throws(NumericalFault) -> (directions: [String: Tensor], result: StepResult) {
+        try directions(input: input, labels: labels)
+    }
+
+    /// `directions` after unit-wise (AGC) and global-norm clipping, as configured.
+    public func clipped(_ directions: [String: Tensor]) -> [String: Tensor] {
+        var directions = directions
+        if let adaptiveClipping { adaptiveClipping.apply(to: &directions, parameters: network.synapses) }
+        if let clipNorm { clipGlobalNorm(&directions, to: clipNorm) }
+        return directions
+    }
+
+    public mutating func apply(_ directions: [String: Tensor]) throws(NumericalFault) {
+        let directions = clipped(directions)
+        optimizer.step(&network.synapses, directions: directions)
+        try checkFinite(network.synapses, names: directions.keys)
     }
 
     public func accuracy(on source: some BatchSource) -> Double { accuracy(on: source, batchSize: 256) }
@@ -129,7 +146,7 @@ public struct SpikingTrainer<O: Optimizer>: StepTrainer {
     @discardableResult
     public mutating func step(input: Tensor, labels: [Int]) throws(NumericalFault) -> StepResult {
         let (directions, result) = try directions(input: input, labels: labels)
-        optimizer.step(&network.synapses, directions: directions)
+        try apply(directions)
         return result
     }
 

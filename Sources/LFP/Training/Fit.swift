@@ -124,24 +124,70 @@ public enum Fit {
     /// - Returns: true when the epoch completed.
     public static func epoch<T: StepTrainer>(_ trainer: inout T, data: some BatchSource, epoch: Int, batchSize: Int, seed: UInt64,
                                             progress: inout EpochProgress, firstStep: Int = 0,
+                                            parallel: DataParallelism? = nil,
                                             schedule: ((Int) -> Float)? = nil,
                                             beforeStep: (Int, inout T) -> Void = { _, _ in },
                                             afterStep: (Int, Int, StepResult, EpochProgress, inout T) throws -> Bool = { _, _, _, _, _ in true }) throws -> Bool {
         let batches = batches(count: data.count, batchSize: batchSize, seed: seed, epoch: epoch)
         var features: [Float] = [], labels: [Int] = []
+        let shapes = trainer.parameterModel.namedParameters.map { ($0.name, $0.value.shape) }
         while progress.nextBatch < batches.count {
             let b = progress.nextBatch
             let slice = batches[b]
             if let schedule { trainer.optimizer.learningRate = schedule(firstStep + b) }
             beforeStep(firstStep + b, &trainer)
-            data.fill(indices: slice, features: &features, labels: &labels)
-            let x = Tensor(shape: [slice.count] + data.sampleShape, storage: features)
+            let local = parallel?.shard(of: slice) ?? slice
             // Dropout masks depend only on (seed, epoch, batch): runs are reproducible and resumable.
             var rng = SeededRandom(seed: seed ^ (UInt64(epoch) << 32) ^ UInt64(b) &* 0x9E37_79B9)
-            let result: StepResult
-            do { result = try trainer.step(input: x, labels: labels, rng: &rng) } catch {
-                throw NumericalFault(location: "\(error.location) at epoch \(epoch), batch \(b + 1) (step \(firstStep + b + 1))", value: error.value)
+            func located(_ error: NumericalFault) -> NumericalFault {
+                NumericalFault(location: "\(error.location) at epoch \(epoch), batch \(b + 1) (step \(firstStep + b + 1))", value: error.value)
             }
+            var directions: [String: Tensor] = [:]
+            var result = StepResult(objective: 0, correct: 0, count: 0)
+            var fault: NumericalFault? = nil
+            if !local.isEmpty {
+                data.fill(indices: local, features: &features, labels: &labels)
+                let x = Tensor(shape: [local.count] + data.sampleShape, storage: features)
+                do { (directions, result) = try trainer.directions(input: x, labels: labels, rng: &rng) } catch { fault = located(error) }
+            }
+            if let parallel {
+                // One fused sum: every parameter's direction (weighted by the shard's share when
+                // directions are batch means), the statistics, the stop flag, one failure flag per rank.
+                let weight: Float = trainer.directionsAreBatchMeans ? Float(local.count) / Float(slice.count) : 1
+                var buffer: [Float] = []
+                buffer.reserveCapacity(shapes.reduce(0) { $0 + $1.1.reduce(1, *) } + 4 + parallel.size)
+                for (name, shape) in shapes {
+                    if fault == nil, let d = directions[name] {
+                        buffer += weight == 1 ? d.storage : d.storage.map { $0 * weight }
+                    } else {
+                        buffer += [Float](repeating: 0, count: shape.reduce(1, *))
+                    }
+                }
+                let stats = buffer.count
+                buffer += [result.objective * Float(result.count), Float(result.correct), Float(result.count),
+                           parallel.stopRequested() ? 1 : 0]
+                buffer += (0..<parallel.size).map { $0 == parallel.rank && fault != nil ? 1 : 0 }
+                try parallel.allreduceSum(&buffer)
+                if let failing = (0..<parallel.size).first(where: { buffer[stats + 4 + $0] > 0 }) {
+                    if failing == parallel.rank {
+                        try parallel.announce("\(fault!)")
+                        throw fault!
+                    }
+                    throw try parallel.failure(failing)
+                }
+                var offset = 0
+                for (name, shape) in shapes {
+                    let n = shape.reduce(1, *)
+                    directions[name] = Tensor(shape: shape, storage: Array(buffer[offset..<(offset + n)]))
+                    offset += n
+                }
+                let count = Int(buffer[stats + 2])
+                result = StepResult(objective: count == 0 ? 0 : buffer[stats] / Float(count), correct: Int(buffer[stats + 1]), count: count)
+                result.stopRequested = buffer[stats + 3] > 0
+            } else if let fault {
+                throw fault
+            }
+            do { try trainer.apply(directions) } catch { throw located(error) }
             progress.objectiveSum += Double(result.objective) * Double(result.count)
             progress.correct += result.correct
             progress.seen += result.count

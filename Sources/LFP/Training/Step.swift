@@ -16,6 +16,14 @@ public struct StepResult: Sendable {
     public var correct: Int
     /// Batch size.
     public var count: Int
+    /// Data-parallel training: some rank asked to stop after this step.
+    public var stopRequested = false
+
+    public init(objective: Float, correct: Int, count: Int) {
+        self.objective = objective
+        self.correct = correct
+        self.count = count
+    }
 }
 
 /// A non-finite value found during training.
@@ -34,6 +42,13 @@ public protocol StepTrainer: Sendable {
     var parameterModel: Sequential { get }
     /// One training step on a batch (`rng` draws dropout masks where there are any).
     mutating func step(input: Tensor, labels: [Int], rng: inout SeededRandom) throws(NumericalFault) -> StepResult
+    /// The raw update directions of a batch (gradient, or `-feedback`), before clipping.
+    func directions(input: Tensor, labels: [Int], rng: inout SeededRandom) throws(NumericalFault) -> (directions: [String: Tensor], result: StepResult)
+    /// Clips `directions` (if configured), updates the parameters and checks them.
+    mutating func apply(_ directions: [String: Tensor]) throws(NumericalFault)
+    /// Whether `directions` are means over the batch (they are sums otherwise): data-parallel
+    /// training then weights each shard by its share of the batch.
+    var directionsAreBatchMeans: Bool { get }
     /// Accuracy on a data source (inference mode).
     func accuracy(on source: some BatchSource) -> Double
 }
@@ -90,14 +105,6 @@ public struct Trainer<O: Optimizer>: StepTrainer {
             objective = value
             directions = Backpropagation.gradients(model: model, trace: trace, outputGradient: g).parameters
         }
-        if let adaptiveClipping { adaptiveClipping.apply(to: &directions, parameters: model) }
-        if let clipNorm {
-            let norm = directions.values.reduce(0.0) { $0 + $1.squaredNorm() }.squareRoot()
-            if norm > Double(clipNorm) {
-                let scale = Float(Double(clipNorm) / norm)
-                directions = directions.mapValues { $0 * scale }
-            }
-        }
         for (name, d) in directions {
             if let bad = d.firstNonFiniteIndex {
                 throw NumericalFault(location: method == .lfp ? "feedback of \(name)" : "gradient of \(name)", value: d.storage[bad])
@@ -106,16 +113,51 @@ public struct Trainer<O: Optimizer>: StepTrainer {
         return (directions, StepResult(objective: objective, correct: correct, count: labels.count))
     }
 
+    public var directionsAreBatchMeans: Bool {
+        switch method {
+        case .gradient: true
+        case .lfp: propagator.options.reduction == .mean
+        }
+    }
+
+    /// `directions` after unit-wise (AGC) and global-norm clipping, as configured.
+    public func clipped(_ directions: [String: Tensor]) -> [String: Tensor] {
+        var directions = directions
+        if let adaptiveClipping { adaptiveClipping.apply(to: &directions, parameters: model) }
+        if let clipNorm { clipGlobalNorm(&directions, to: clipNorm) }
+        return directions
+    }
+
+    public mutating func apply(_ directions: [String: Tensor]) throws(NumericalFault) {
+        let directions = clipped(directions)
+        optimizer.step(&model, directions: directions)
+        try checkFinite(model, names: directions.keys)
+    }
+
     /// One full training step on a batch.
     @discardableResult
     public mutating func step(input: Tensor, labels: [Int], rng: inout SeededRandom) throws(NumericalFault) -> StepResult {
         let (directions, result) = try directions(input: input, labels: labels, rng: &rng)
-        optimizer.step(&model, directions: directions)
-        for name in directions.keys {
-            if let p = model.parameter(name), let bad = p.firstNonFiniteIndex {
-                throw NumericalFault(location: "parameter \(name) after the update", value: p.storage[bad])
-            }
-        }
+        try apply(directions)
         return result
     }
 }
+
+/// Rescales `directions` so that their global L2 norm is at most `maximum`.
+public func clipGlobalNorm(_ directions: inout [String: Tensor], to maximum: Float) {
+    let norm = directions.values.reduce(0.0) { $0 + $1.squaredNorm() }.squareRoot()
+    if norm > Double(maximum) {
+        let scale = Float(Double(maximum) / norm)
+        for name in directions.keys { directions[name]!.scale(by: scale) }
+    }
+}
+
+/// Throws when a parameter named in `names` holds NaN or an infinity.
+func checkFinite(_ model: Sequential, names: some Sequence<String>) throws(NumericalFault) {
+    for name in names.sorted() {
+        if let p = model.parameter(name), let bad = p.firstNonFiniteIndex {
+            throw NumericalFault(location: "parameter \(name) after the update", value: p.storage[bad])
+        }
+    }
+}
+
