@@ -444,7 +444,7 @@ enum SpikingTestNets {
         let before = trainer.accuracy(on: data)
         var objectives: [Double] = []
         for epoch in 0..<3 {
-            objectives.append(try trainer.epoch(data: data, epoch: epoch, batchSize: 16, seed: 1).objective)
+            objectives.append(try Fit.epoch(&trainer, data: data, epoch: epoch, batchSize: 16, seed: 1).objective)
         }
         let after = trainer.accuracy(on: data)
         #expect(after > 0.8, "accuracy \(before) -> \(after)")

@@ -167,25 +167,4 @@ public struct SpikingTrainer<O: Optimizer>: StepTrainer {
         }
         return Double(correct) / Double(source.count)
     }
-
-    /// Trains for one epoch over `data` in batches shuffled by ``Fit/permutation(count:seed:epoch:)``.
-    /// - Returns: mean objective and training accuracy over the epoch's batches.
-    public mutating func epoch(data: some BatchSource, epoch: Int, batchSize: Int, seed: UInt64,
-                               onBatch: (Int, Int, StepResult) -> Void = { _, _, _ in }) throws(NumericalFault) -> (objective: Double, accuracy: Double) {
-        let order = Fit.permutation(count: data.count, seed: seed, epoch: epoch)
-        let size = max(1, batchSize)
-        let batches = stride(from: 0, to: order.count, by: size).map { order[$0..<min(order.count, $0 + size)] }
-        var features: [Float] = [], labels: [Int] = []
-        var objective = 0.0, correct = 0, seen = 0
-        for (b, slice) in batches.enumerated() {
-            data.fill(indices: slice, features: &features, labels: &labels)
-            let x = Tensor(shape: [slice.count] + data.sampleShape, storage: features)
-            let result = try step(input: x, labels: labels)
-            objective += Double(result.objective) * Double(result.count)
-            correct += result.correct
-            seen += result.count
-            onBatch(b, batches.count, result)
-        }
-        return (seen == 0 ? 0 : objective / Double(seen), seen == 0 ? 0 : Double(correct) / Double(seen))
-    }
 }
