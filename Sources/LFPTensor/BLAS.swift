@@ -162,6 +162,7 @@ private final class ConfigurationState: @unchecked Sendable {
     }
 
     private static func initialConfiguration() -> BLAS.Configuration {
+        Memory.tuneAllocator()
         let threads = ProcessInfo.processInfo.environment["LFP_THREADS"].flatMap(Int.init)
             ?? ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"].flatMap(Int.init)
             ?? BLAS.processorCount

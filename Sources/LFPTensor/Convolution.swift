@@ -88,9 +88,18 @@ public enum Convolution {
                         let dst = plane + iy * g.inWidth
                         let line = src + oy * ow
                         let offset = kj * g.dilationWidth - g.paddingWidth
-                        for ox in 0..<ow {
-                            let ix = ox * g.strideWidth + offset
-                            if ix >= 0 && ix < g.inWidth { dst[ix] += line[ox] }
+                        if g.strideWidth == 1 {
+                            // Contiguous run: add the valid middle.
+                            let lo = max(0, -offset), hi = min(ow, g.inWidth - offset)
+                            if hi > lo {
+                                let d = dst + offset, l = line
+                                for ox in lo..<hi { d[ox] += l[ox] }
+                            }
+                        } else {
+                            for ox in 0..<ow {
+                                let ix = ox * g.strideWidth + offset
+                                if ix >= 0 && ix < g.inWidth { dst[ix] += line[ox] }
+                            }
                         }
                     }
                     row += 1

@@ -25,32 +25,58 @@ public enum Pooling {
         let oh = g.outHeight, ow = g.outWidth
         var y = Tensor(shape: [n, g.channels, oh, ow])
         var argmax = [Int32](repeating: 0, count: y.count)
-        x.storage.withUnsafeBufferPointer { px in
+        // Geometry in locals: the compiler keeps them in registers across the stores below.
+        let (ih, iw, kh, kw) = (g.inHeight, g.inWidth, g.kernelHeight, g.kernelWidth)
+        let (sh, sw, ph, pw) = (g.strideHeight, g.strideWidth, g.paddingHeight, g.paddingWidth)
+        x.storage.withUnsafeBufferPointer { px0 in
             y.storage.withUnsafeMutableBufferPointer { py0 in
                 argmax.withUnsafeMutableBufferPointer { pa0 in
-                  let (py, pa) = (py0.baseAddress!, pa0.baseAddress!)
-                  Parallel.chunks(n * g.channels, costPerItem: oh * ow * g.kernelHeight * g.kernelWidth) { _, planes in
-                    for plane in planes {
-                        let src = px.baseAddress! + plane * g.inHeight * g.inWidth
-                        let base = plane * oh * ow
-                        for oy in 0..<oh {
-                            let y0 = oy * g.strideHeight - g.paddingHeight
-                            for ox in 0..<ow {
-                                let x0 = ox * g.strideWidth - g.paddingWidth
-                                var best = -Float.infinity
-                                var bestIndex = -1
-                                for i in max(0, y0)..<min(g.inHeight, y0 + g.kernelHeight) {
-                                    for j in max(0, x0)..<min(g.inWidth, x0 + g.kernelWidth) {
-                                        let v = src[i * g.inWidth + j]
-                                        if v > best || bestIndex < 0 || v.isNaN { best = v; bestIndex = i * g.inWidth + j }
+                    let (px, py, pa) = (px0.baseAddress!, py0.baseAddress!, pa0.baseAddress!)
+                    Parallel.chunks(n * g.channels, costPerItem: oh * ow * kh * kw) { _, planes in
+                        for plane in planes {
+                            let src = px + plane * ih * iw
+                            let dst = py + plane * oh * ow, arg = pa + plane * oh * ow
+                            if kh == 2 && kw == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0 {
+                                // The common 2x2/2 window, branch-free (selects instead of jumps:
+                                // argmax branches on random data mispredict half the time).
+                                for oy in 0..<oh {
+                                    let top = 2 * oy * iw
+                                    for ox in 0..<ow {
+                                        let i00 = top + 2 * ox, i01 = i00 + 1, i10 = i00 + iw, i11 = i10 + 1
+                                        var best = src[i00], index = i00
+                                        let v01 = src[i01], v10 = src[i10], v11 = src[i11]
+                                        index = v01 > best ? i01 : index; best = v01 > best ? v01 : best
+                                        index = v10 > best ? i10 : index; best = v10 > best ? v10 : best
+                                        index = v11 > best ? i11 : index; best = v11 > best ? v11 : best
+                                        dst[oy * ow + ox] = best
+                                        arg[oy * ow + ox] = Int32(truncatingIfNeeded: index)
                                     }
                                 }
-                                py[base + oy * ow + ox] = best
-                                pa[base + oy * ow + ox] = Int32(max(bestIndex, 0))
+                                continue
+                            }
+                            for oy in 0..<oh {
+                                let y0 = oy * sh - ph
+                                let i0 = max(0, y0), i1 = min(ih, y0 + kh)
+                                for ox in 0..<ow {
+                                    let x0 = ox * sw - pw
+                                    let j0 = max(0, x0), j1 = min(iw, x0 + kw)
+                                    // The first element of the (clipped) window starts the search;
+                                    // ties keep the first; NaN wins (it propagates, as in PyTorch).
+                                    var bestIndex = i0 * iw + j0
+                                    var best = src[bestIndex]
+                                    for i in i0..<i1 {
+                                        let row = i * iw
+                                        for j in j0..<j1 {
+                                            let v = src[row + j]
+                                            if v > best || (v != v && best == best) { best = v; bestIndex = row + j }
+                                        }
+                                    }
+                                    dst[oy * ow + ox] = best
+                                    arg[oy * ow + ox] = Int32(truncatingIfNeeded: bestIndex)
+                                }
                             }
                         }
                     }
-                  }
                 }
             }
         }
