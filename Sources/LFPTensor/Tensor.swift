@@ -23,6 +23,14 @@ public struct Tensor: Sendable, Equatable, CustomStringConvertible {
         self.storage = storage
     }
 
+    /// A tensor whose elements the caller overwrites before reading (no zero-fill): for
+    /// kernel outputs such as a GEMM with `beta = 0`.
+    public init(uninitializedShape shape: [Int]) {
+        let count = shape.reduce(1, *)
+        self.shape = shape
+        self.storage = [Float](unsafeUninitializedCapacity: count) { _, initialized in initialized = count }
+    }
+
     /// A tensor of zeros.
     public static func zeros(_ shape: [Int]) -> Tensor { Tensor(shape: shape) }
 
@@ -183,10 +191,27 @@ extension Tensor {
     }
 
     /// True when every element is finite.
-    public var isFinite: Bool { storage.allSatisfy { $0.isFinite } }
+    /// One vectorisable pass: `x * 0` is 0 for finite x and NaN for NaN and infinities, so the
+    /// sum is 0 exactly when every element is finite (and it cannot overflow).
+    public var isFinite: Bool {
+        storage.withUnsafeBufferPointer { p in
+            guard let base = p.baseAddress else { return true }
+            let raw = UnsafeRawPointer(base)
+            var a0 = SIMD16<Float>(), a1 = SIMD16<Float>()
+            var i = 0
+            while i + 32 <= p.count {
+                a0 += raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self) * 0
+                a1 += raw.loadUnaligned(fromByteOffset: (i + 16) * 4, as: SIMD16<Float>.self) * 0
+                i += 32
+            }
+            var tail: Float = 0
+            while i < p.count { tail += p[i] * 0; i += 1 }
+            return (a0 + a1).sum() + tail == 0
+        }
+    }
 
-    /// Index of the first non-finite element, if any.
-    public var firstNonFiniteIndex: Int? { storage.firstIndex { !$0.isFinite } }
+    /// Index of the first non-finite element, if any (a fast check first, then the search).
+    public var firstNonFiniteIndex: Int? { isFinite ? nil : storage.firstIndex { !$0.isFinite } }
 
     /// Sums a `[rows, cols]` view over its rows: the result has `cols` elements.
     /// Used for bias gradients (rows = batch [x positions]).
@@ -233,8 +258,8 @@ extension Tensor {
         let kb = transposeB ? b.shape[1] : b.shape[0]
         let n = transposeB ? b.shape[0] : b.shape[1]
         precondition(k == kb, "matmul inner dimensions differ: \(a.shape)\(transposeA ? "ᵀ" : "") x \(b.shape)\(transposeB ? "ᵀ" : "")")
-        var c = Tensor(shape: [m, n])
-        if m == 0 || n == 0 || k == 0 { return c }
+        if m == 0 || n == 0 || k == 0 { return Tensor(shape: [m, n]) }
+        var c = Tensor(uninitializedShape: [m, n])  // beta = 0: fully overwritten
         a.storage.withUnsafeBufferPointer { pa in
             b.storage.withUnsafeBufferPointer { pb in
                 c.storage.withUnsafeMutableBufferPointer { pc in

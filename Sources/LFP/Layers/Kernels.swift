@@ -6,7 +6,8 @@ enum Kernels {
     static func linearForward(_ a: Tensor, weight w: Tensor, bias: Tensor?) -> Tensor {
         let n = a.shape[0], o = w.shape[0], i = w.shape[1]
         precondition(a.rank == 2 && a.shape[1] == i, "Linear expects [N, \(i)], got \(a.shape)")
-        var z = Tensor(shape: [n, o])
+        // Every element is written: by the bias fill below, or by the GEMM with beta = 0.
+        var z = bias != nil || i > 0 ? Tensor(uninitializedShape: [n, o]) : Tensor(shape: [n, o])
         if let bias {
             z.storage.withUnsafeMutableBufferPointer { pz in
                 for r in 0..<n { for c in 0..<o { pz[r * o + c] = bias.storage[c] } }

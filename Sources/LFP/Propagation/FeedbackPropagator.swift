@@ -38,6 +38,12 @@ public struct FeedbackPropagator: Sendable {
     /// - Returns: parameter feedback by name (summed or averaged over the batch), the input
     ///   feedback when requested, and per-layer output feedback when requested.
     public func propagate(model: Sequential, trace: Trace, feedback: Tensor) -> ParameterSignals {
+        propagate(model: model, trace: trace, feedback: feedback, parameterScale: 1)
+    }
+
+    /// `propagate` with the parameter feedback multiplied by `parameterScale` in the rules'
+    /// epilogues (the trainer passes -1 to get the optimizer's direction without another pass).
+    func propagate(model: Sequential, trace: Trace, feedback: Tensor, parameterScale: Float) -> ParameterSignals {
         precondition(rules.count == model.layers.count, "propagator was resolved for another model")
         precondition(trace.outputs.count == model.layers.count, "trace does not belong to this model")
         var result: [String: Tensor] = [:]
@@ -54,16 +60,11 @@ public struct FeedbackPropagator: Sendable {
             switch layer {
             case .linear, .conv2d, .avgPool2d:
                 let map = AffineMap(layer, inputShape: input.shape)!
-                let out = rules[index]!.apply(map, input: input, output: trace.outputs[index], feedback: f, needInput: needInput)
-                let scale: Float = options.reduction == .mean ? 1 / batch : 1
-                if var fw = out.weightFeedback {
-                    if scale != 1 { fw.scale(by: scale) }
-                    result[Sequential.parameterName(layer: index, "weight")] = fw
-                }
-                if var fb = out.biasFeedback {
-                    if scale != 1 { fb.scale(by: scale) }
-                    result[Sequential.parameterName(layer: index, "bias")] = fb
-                }
+                let scale: Float = (options.reduction == .mean ? 1 / batch : 1) * parameterScale
+                let out = rules[index]!.apply(map, input: input, output: trace.outputs[index], feedback: f, needInput: needInput,
+                                              parameterScale: scale)
+                if let fw = out.weightFeedback { result[Sequential.parameterName(layer: index, "weight")] = fw }
+                if let fb = out.biasFeedback { result[Sequential.parameterName(layer: index, "bias")] = fb }
                 if let fi = out.inputFeedback {
                     f = fi
                     if options.backwardNormalization {

@@ -84,7 +84,10 @@ extension Rule {
     /// Applies the rule to one affine layer in matrix form (LFP-MATH.md section 3).
     /// - Parameters:
     ///   - a: the layer input `A`; z: its output `Z` (bias included); f: feedback at `Z`.
-    func apply(_ map: AffineMap, input a: Tensor, output z: Tensor, feedback f: Tensor, needInput: Bool) -> RuleOutput {
+    /// - Parameter parameterScale: multiplies the parameter feedback (fused into its epilogue;
+    ///   -1 gives the optimizer's direction, 1/N the batch mean).
+    func apply(_ map: AffineMap, input a: Tensor, output z: Tensor, feedback f: Tensor, needInput: Bool,
+               parameterScale: Float = 1) -> RuleOutput {
         switch self {
         case .zero, .epsilon, .zPlusZMinus:
             // All three are f_ij = z_ij * S_j for an S computed from F and Z.
@@ -110,12 +113,12 @@ extension Rule {
                 out.inputFeedback = t
             }
             if let w = map.weight, var sw = map.weightMap(s, input: a) {
-                sw.formZipMap(w) { $0 * abs($1) }
+                sw.formZipMap(w) { $0 * abs($1) * parameterScale }
                 out.weightFeedback = sw
             }
             if let b = map.bias {
                 var sb = map.biasMap(s)
-                sb.formZipMap(b) { $0 * abs($1) }
+                sb.formZipMap(b) { $0 * abs($1) * parameterScale }
                 out.biasFeedback = sb
             }
             return out
@@ -147,7 +150,7 @@ extension Rule {
                 var fw = Tensor(shape: w.shape)
                 for i in 0..<w.count {
                     let wi = w.storage[i]
-                    fw.storage[i] = wi > 0 ? wi * forPositiveW.storage[i] : (wi < 0 ? -wi * forNegativeW.storage[i] : 0)
+                    fw.storage[i] = parameterScale * (wi > 0 ? wi * forPositiveW.storage[i] : (wi < 0 ? -wi * forNegativeW.storage[i] : 0))
                 }
                 out.weightFeedback = fw
             }
@@ -156,7 +159,7 @@ extension Rule {
                 var fb = Tensor(shape: b.shape)
                 for j in 0..<b.count {
                     let bj = b.storage[j]
-                    fb.storage[j] = bj > 0 ? bj * sumP.storage[j] : (bj < 0 ? bj * sumN.storage[j] : 0)
+                    fb.storage[j] = parameterScale * (bj > 0 ? bj * sumP.storage[j] : (bj < 0 ? bj * sumN.storage[j] : 0))
                 }
                 out.biasFeedback = fb
             }

@@ -98,8 +98,8 @@ public struct Trainer<O: Optimizer>: StepTrainer {
             let f = feedbackFunction(logits: logits, labels: labels)
             let c = logits.shape[1]
             objective = labels.enumerated().reduce(0) { $0 + f.storage[$1.offset * c + $1.element] } / Float(max(1, labels.count))
-            directions = propagator.propagate(model: model, trace: trace, feedback: f).parameters
-            for name in directions.keys { directions[name]!.negate() }  // the optimizer descends along -feedback
+            // The optimizer descends along -feedback: the sign is applied inside the rules.
+            directions = propagator.propagate(model: model, trace: trace, feedback: f, parameterScale: -1).parameters
         case .gradient(let loss):
             let (value, g) = loss.evaluate(logits: logits, labels: labels, reduction: .mean)
             objective = value
