@@ -2,7 +2,7 @@
 # Regenerates benchmarks/README.md: `lfp doctor` and `lfp bench all` on this machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-swift build -c release --product lfp >/dev/null
+[ -n "${LFP_SKIP_BUILD:-}" ] || swift build -c release --product lfp >/dev/null
 {
   echo "# Benchmarks"
   echo
