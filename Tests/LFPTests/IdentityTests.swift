@@ -21,6 +21,7 @@ import LFPTensor
                 .propagate(model: model, trace: trace, feedback: feedback)
             let (_, g) = loss.evaluate(logits: trace.output, labels: labels, reduction: .sum)
             let grads = Backpropagation.gradients(model: model, trace: trace, outputGradient: g, computeInputGradient: true)
+            #expect(Set(lfp.parameters.keys) == Set(model.parameterNames))
             for (name, w) in model.namedParameters {
                 let expected = zip(w.storage, grads.parameters[name]!.storage).map { Double(abs($0)) * -Double($1) }
                 expectClose(lfp.parameters[name]!.storage, expected, tolerance: 1e-4, "\(feedbackFunction) \(name)")

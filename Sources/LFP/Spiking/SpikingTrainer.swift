@@ -152,19 +152,6 @@ public struct SpikingTrainer<O: Optimizer>: StepTrainer {
 
     /// Accuracy on a source (prediction = most output spikes over `steps` steps), in batches.
     public func accuracy(on source: some BatchSource, batchSize: Int = 256) -> Double {
-        guard source.count > 0 else { return 0 }
-        var features: [Float] = [], labels: [Int] = []
-        var correct = 0
-        let indices = Array(0..<source.count)
-        var start = 0
-        while start < source.count {
-            let end = min(source.count, start + max(1, batchSize))
-            source.fill(indices: indices[start..<end], features: &features, labels: &labels)
-            let x = Tensor(shape: [end - start] + source.sampleShape, storage: features)
-            let predictions = network.predictions(x, steps: steps)
-            correct += zip(predictions, labels).filter { $0 == $1 }.count
-            start = end
-        }
-        return Double(correct) / Double(source.count)
+        Fit.accuracy(on: source, batchSize: batchSize) { network.predictions($0, steps: steps) }
     }
 }

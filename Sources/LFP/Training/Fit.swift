@@ -61,17 +61,21 @@ public enum Fit {
 
     /// Accuracy of `model` on a source, evaluated in batches (dropout inactive).
     public static func accuracy(_ model: Sequential, on source: some BatchSource, batchSize: Int = 256) -> Double {
+        accuracy(on: source, batchSize: batchSize) { model($0).argmaxRows() }
+    }
+
+    /// Accuracy of any classifier on a source: `predict` maps a batch `[n, sample...]` to classes.
+    public static func accuracy(on source: some BatchSource, batchSize: Int = 256, predict: (Tensor) -> [Int]) -> Double {
         guard source.count > 0 else { return 0 }
         var features: [Float] = [], labels: [Int] = []
         var correct = 0
         let indices = Array(0..<source.count)
         var start = 0
         while start < source.count {
-            let end = min(source.count, start + batchSize)
+            let end = min(source.count, start + max(1, batchSize))
             source.fill(indices: indices[start..<end], features: &features, labels: &labels)
             let x = Tensor(shape: [end - start] + source.sampleShape, storage: features)
-            let predictions = model(x).argmaxRows()
-            correct += zip(predictions, labels).filter { $0 == $1 }.count
+            correct += zip(predict(x), labels).filter { $0 == $1 }.count
             start = end
         }
         return Double(correct) / Double(source.count)
