@@ -36,15 +36,17 @@ public struct ConvGeometry: Sendable, Equatable {
 
 /// Convolution kernels (im2col + GEMM), forward and the two backward maps.
 public enum Convolution {
-    /// Unfolds one input sample `[C, H, W]` into `col [C*kh*kw, OH*OW]` (zero padding).
-    public static func im2col(_ x: UnsafePointer<Float>, _ g: ConvGeometry, _ col: UnsafeMutablePointer<Float>) {
+    /// Unfolds one input sample `[C, H, W]` into `col [C*kh*kw, OH*OW]` (zero padding); row r
+    /// starts at `col + r * rowStride` (default: packed), so several samples can sit side by side.
+    public static func im2col(_ x: UnsafePointer<Float>, _ g: ConvGeometry, _ col: UnsafeMutablePointer<Float>, rowStride: Int? = nil) {
         let oh = g.outHeight, ow = g.outWidth
+        let stride = rowStride ?? oh * ow
         var row = 0
         for c in 0..<g.inChannels {
             let plane = x + c * g.inHeight * g.inWidth
             for ki in 0..<g.kernelHeight {
                 for kj in 0..<g.kernelWidth {
-                    let dst = col + row * oh * ow
+                    let dst = col + row * stride
                     for oy in 0..<oh {
                         let iy = oy * g.strideHeight - g.paddingHeight + ki * g.dilationHeight
                         let line = dst + oy * ow
@@ -73,15 +75,17 @@ public enum Convolution {
         }
     }
 
-    /// Folds `col [C*kh*kw, OH*OW]` back onto one sample `[C, H, W]`, accumulating (adjoint of im2col).
-    public static func col2im(_ col: UnsafePointer<Float>, _ g: ConvGeometry, _ x: UnsafeMutablePointer<Float>) {
+    /// Folds `col [C*kh*kw, OH*OW]` back onto one sample `[C, H, W]`, accumulating (adjoint of
+    /// im2col, with the same `rowStride`).
+    public static func col2im(_ col: UnsafePointer<Float>, _ g: ConvGeometry, _ x: UnsafeMutablePointer<Float>, rowStride: Int? = nil) {
         let oh = g.outHeight, ow = g.outWidth
+        let stride = rowStride ?? oh * ow
         var row = 0
         for c in 0..<g.inChannels {
             let plane = x + c * g.inHeight * g.inWidth
             for ki in 0..<g.kernelHeight {
                 for kj in 0..<g.kernelWidth {
-                    let src = col + row * oh * ow
+                    let src = col + row * stride
                     for oy in 0..<oh {
                         let iy = oy * g.strideHeight - g.paddingHeight + ki * g.dilationHeight
                         if iy < 0 || iy >= g.inHeight { continue }
@@ -108,32 +112,57 @@ public enum Convolution {
         }
     }
 
+    /// Samples per GEMM: the im2col columns of a chunk of samples sit side by side, so one
+    /// `[O, CKK] x [CKK, S*P]` product replaces S small ones (about 8 MB of columns per chunk;
+    /// the chunking depends only on the geometry, not on the thread count).
+    static func samplesPerChunk(_ g: ConvGeometry, batch: Int) -> Int {
+        max(1, min(batch, (1 << 21) / max(1, g.patchSize * g.positions)))
+    }
+
+    /// Runs `body(firstSample, sampleCount)` over chunks of the batch.
+    private static func forEachChunk(_ n: Int, _ g: ConvGeometry, _ body: (Int, Int) -> Void) {
+        let size = samplesPerChunk(g, batch: n)
+        var start = 0
+        while start < n {
+            body(start, min(size, n - start))
+            start += size
+        }
+    }
+
     /// `y = conv2d(x, w) + bias`: x `[N, C, H, W]`, w `[O, C, kh, kw]`, bias `[O]` -> `[N, O, OH, OW]`.
-    /// Samples are processed in parallel chunks, each with its own im2col buffer.
+    /// Per chunk of samples: im2col (threads over samples), one GEMM (BLAS threads), scatter.
     public static func forward(_ x: Tensor, weight w: Tensor, bias: Tensor?, geometry g: ConvGeometry) -> Tensor {
         let n = x.shape[0]
         precondition(x.count == n * g.inputSize, "conv input \(x.shape) does not match geometry")
-        var y = Tensor(shape: [n, g.outChannels, g.outHeight, g.outWidth])
-        let positions = g.positions
-        let cost = g.patchSize * positions * g.outChannels
+        var y = Tensor(uninitializedShape: [n, g.outChannels, g.outHeight, g.outWidth])
+        let (p, o, k) = (g.positions, g.outChannels, g.patchSize)
+        let chunk = samplesPerChunk(g, batch: n)
+        var col = [Float](unsafeUninitializedCapacity: k * chunk * p) { _, c in c = k * chunk * p }
+        var out = [Float](unsafeUninitializedCapacity: o * chunk * p) { _, c in c = o * chunk * p }
+        let biasValues = bias?.storage
         x.storage.withUnsafeBufferPointer { px in
             w.storage.withUnsafeBufferPointer { pw in
                 y.storage.withUnsafeMutableBufferPointer { py in
-                    let (xs, ws, ys) = (px.baseAddress!, pw.baseAddress!, py.baseAddress!)
-                    Parallel.chunks(n, costPerItem: cost) { _, range in
-                        var col = [Float](repeating: 0, count: g.patchSize * positions)
-                        col.withUnsafeMutableBufferPointer { pc in
-                            for s in range {
-                                im2col(xs + s * g.inputSize, g, pc.baseAddress!)
-                                let out = ys + s * g.outputSize
-                                if let bias {
-                                    for o in 0..<g.outChannels {
-                                        (out + o * positions).update(repeating: bias.storage[o], count: positions)
+                    col.withUnsafeMutableBufferPointer { pc in
+                        out.withUnsafeMutableBufferPointer { po in
+                            let (xs, ws, ys, cs, os) = (px.baseAddress!, pw.baseAddress!, py.baseAddress!, pc.baseAddress!, po.baseAddress!)
+                            forEachChunk(n, g) { first, count in
+                                let ld = count * p
+                                Parallel.chunks(count, costPerItem: k * p) { _, range in
+                                    for s in range { im2col(xs + (first + s) * g.inputSize, g, cs + s * p, rowStride: ld) }
+                                }
+                                BLAS.gemm(transposeA: false, transposeB: false, m: o, n: ld, k: k, alpha: 1, a: ws, lda: k,
+                                          b: cs, ldb: ld, beta: 0, c: os, ldc: ld)
+                                Parallel.chunks(count, costPerItem: o * p) { _, range in
+                                    for s in range {
+                                        let dst = ys + (first + s) * g.outputSize
+                                        for c in 0..<o {
+                                            let src = os + c * ld + s * p, line = dst + c * p
+                                            let b = biasValues?[c] ?? 0
+                                            for i in 0..<p { line[i] = src[i] + b }
+                                        }
                                     }
                                 }
-                                BLAS.gemm(transposeA: false, transposeB: false, m: g.outChannels, n: positions, k: g.patchSize,
-                                          alpha: 1, a: ws, lda: g.patchSize, b: pc.baseAddress!, ldb: positions,
-                                          beta: bias == nil ? 0 : 1, c: out, ldc: positions)
                             }
                         }
                     }
@@ -143,25 +172,41 @@ public enum Convolution {
         return y
     }
 
+    /// Copies `dy[first ..< first + count]` (`[S, O, P]`) into `dyT [O, S*P]`.
+    private static func gatherOutput(_ dy: UnsafePointer<Float>, _ g: ConvGeometry, first: Int, count: Int, into t: UnsafeMutablePointer<Float>) {
+        let (p, o) = (g.positions, g.outChannels)
+        let ld = count * p
+        Parallel.chunks(count, costPerItem: o * p) { _, range in
+            for s in range {
+                let src = dy + (first + s) * g.outputSize
+                for c in 0..<o { (t + c * ld + s * p).update(from: src + c * p, count: p) }
+            }
+        }
+    }
+
     /// Input map (the transposed convolution): `dx = conv2d_input_grad(dy, w)`, `[N, C, H, W]`.
     public static func backwardInput(_ dy: Tensor, weight w: Tensor, geometry g: ConvGeometry) -> Tensor {
         let n = dy.shape[0]
         var dx = Tensor(shape: [n, g.inChannels, g.inHeight, g.inWidth])
-        let positions = g.positions
-        let cost = g.patchSize * positions * g.outChannels
+        let (p, o, k) = (g.positions, g.outChannels, g.patchSize)
+        let chunk = samplesPerChunk(g, batch: n)
+        var col = [Float](unsafeUninitializedCapacity: k * chunk * p) { _, c in c = k * chunk * p }
+        var dyT = [Float](unsafeUninitializedCapacity: o * chunk * p) { _, c in c = o * chunk * p }
         dy.storage.withUnsafeBufferPointer { pdy in
             w.storage.withUnsafeBufferPointer { pw in
                 dx.storage.withUnsafeMutableBufferPointer { pdx in
-                    let (dys, ws, dxs) = (pdy.baseAddress!, pw.baseAddress!, pdx.baseAddress!)
-                    Parallel.chunks(n, costPerItem: cost) { _, range in
-                        var col = [Float](repeating: 0, count: g.patchSize * positions)
-                        col.withUnsafeMutableBufferPointer { pc in
-                            for s in range {
-                                // col = W^T [CKK, O] x dy_s [O, P]
-                                BLAS.gemm(transposeA: true, transposeB: false, m: g.patchSize, n: positions, k: g.outChannels,
-                                          alpha: 1, a: ws, lda: g.patchSize, b: dys + s * g.outputSize, ldb: positions,
-                                          beta: 0, c: pc.baseAddress!, ldc: positions)
-                                col2im(pc.baseAddress!, g, dxs + s * g.inputSize)
+                    col.withUnsafeMutableBufferPointer { pc in
+                        dyT.withUnsafeMutableBufferPointer { pt in
+                            let (dys, ws, dxs, cs, ts) = (pdy.baseAddress!, pw.baseAddress!, pdx.baseAddress!, pc.baseAddress!, pt.baseAddress!)
+                            forEachChunk(n, g) { first, count in
+                                let ld = count * p
+                                gatherOutput(dys, g, first: first, count: count, into: ts)
+                                // col = W^T [CKK, O] x dyT [O, S*P]
+                                BLAS.gemm(transposeA: true, transposeB: false, m: k, n: ld, k: o, alpha: 1, a: ws, lda: k,
+                                          b: ts, ldb: ld, beta: 0, c: cs, ldc: ld)
+                                Parallel.chunks(count, costPerItem: k * p) { _, range in
+                                    for s in range { col2im(cs + s * p, g, dxs + (first + s) * g.inputSize, rowStride: ld) }
+                                }
                             }
                         }
                     }
@@ -171,39 +216,32 @@ public enum Convolution {
         return dx
     }
 
-    /// Weight map: `dW = sum_n dy_n [O, P] x col(x_n)^T [P, CKK]`, shape `[O, C, kh, kw]`.
-    /// Each parallel chunk accumulates its own partial sum; partials are added in chunk order.
+    /// Weight map: `dW = sum_n dy_n [O, P] x col(x_n)^T [P, CKK]`, shape `[O, C, kh, kw]`:
+    /// one GEMM per chunk, `dyT [O, S*P] x col^T [S*P, CKK]`, accumulated in chunk order.
     public static func backwardWeight(_ dy: Tensor, input x: Tensor, geometry g: ConvGeometry) -> Tensor {
         let n = dy.shape[0]
-        let positions = g.positions
-        let weightCount = g.outChannels * g.patchSize
-        let cost = g.patchSize * positions * g.outChannels
-        let chunks = Parallel.chunkCount(n, costPerItem: cost)
-        var partials = [Float](repeating: 0, count: chunks * weightCount)
+        var dw = Tensor(shape: [g.outChannels, g.inChannels, g.kernelHeight, g.kernelWidth])
+        let (p, o, k) = (g.positions, g.outChannels, g.patchSize)
+        let chunk = samplesPerChunk(g, batch: n)
+        var col = [Float](unsafeUninitializedCapacity: k * chunk * p) { _, c in c = k * chunk * p }
+        var dyT = [Float](unsafeUninitializedCapacity: o * chunk * p) { _, c in c = o * chunk * p }
         dy.storage.withUnsafeBufferPointer { pdy in
             x.storage.withUnsafeBufferPointer { px in
-                partials.withUnsafeMutableBufferPointer { pp in
-                    let (dys, xs, ps) = (pdy.baseAddress!, px.baseAddress!, pp.baseAddress!)
-                    Parallel.chunks(n, costPerItem: cost) { chunk, range in
-                        var col = [Float](repeating: 0, count: g.patchSize * positions)
-                        col.withUnsafeMutableBufferPointer { pc in
-                            for s in range {
-                                im2col(xs + s * g.inputSize, g, pc.baseAddress!)
-                                BLAS.gemm(transposeA: false, transposeB: true, m: g.outChannels, n: g.patchSize, k: positions,
-                                          alpha: 1, a: dys + s * g.outputSize, lda: positions,
-                                          b: pc.baseAddress!, ldb: positions,
-                                          beta: s == range.lowerBound ? 0 : 1, c: ps + chunk * weightCount, ldc: g.patchSize)
+                dw.storage.withUnsafeMutableBufferPointer { pdw in
+                    col.withUnsafeMutableBufferPointer { pc in
+                        dyT.withUnsafeMutableBufferPointer { pt in
+                            let (dys, xs, dws, cs, ts) = (pdy.baseAddress!, px.baseAddress!, pdw.baseAddress!, pc.baseAddress!, pt.baseAddress!)
+                            forEachChunk(n, g) { first, count in
+                                let ld = count * p
+                                gatherOutput(dys, g, first: first, count: count, into: ts)
+                                Parallel.chunks(count, costPerItem: k * p) { _, range in
+                                    for s in range { im2col(xs + (first + s) * g.inputSize, g, cs + s * p, rowStride: ld) }
+                                }
+                                BLAS.gemm(transposeA: false, transposeB: true, m: o, n: k, k: ld, alpha: 1, a: ts, lda: ld,
+                                          b: cs, ldb: ld, beta: first == 0 ? 0 : 1, c: dws, ldc: k)
                             }
                         }
                     }
-                }
-            }
-        }
-        var dw = Tensor(shape: [g.outChannels, g.inChannels, g.kernelHeight, g.kernelWidth])
-        dw.storage.withUnsafeMutableBufferPointer { d in
-            partials.withUnsafeBufferPointer { p in
-                for c in 0..<chunks {
-                    for i in 0..<weightCount { d[i] += p[c * weightCount + i] }
                 }
             }
         }

@@ -128,6 +128,37 @@ func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: 
         #expect(abs(lhs - rhs) <= 1e-6 * max(1, abs(lhs)))
     }
 
+    /// Batches larger than one GEMM chunk (several chunks, a short last one) give exactly what
+    /// the same maps give sample by sample.
+    @Test func multiChunkBatchesMatchSampleBySample() {
+        var rng = SeededRandom(seed: 21)
+        let g = ConvGeometry(inChannels: 8, inHeight: 32, inWidth: 32, outChannels: 3, kernel: (5, 5), stride: (1, 1), padding: (1, 1))
+        let n = 2 * Convolution.samplesPerChunk(g, batch: 1000) + 3
+        #expect(Convolution.samplesPerChunk(g, batch: n) < n)
+        let x = Tensor.normal([n, 8, 32, 32], rng: &rng)
+        let w = Tensor.normal([3, 8, 5, 5], rng: &rng)
+        let b = Tensor.normal([3], rng: &rng)
+        let y = Convolution.forward(x, weight: w, bias: b, geometry: g)
+        let r = Tensor.normal(y.shape, rng: &rng)
+        let dx = Convolution.backwardInput(r, weight: w, geometry: g)
+        let dw = Convolution.backwardWeight(r, input: x, geometry: g)
+        var dwSum = [Double](repeating: 0, count: w.count)
+        for s in [0, n / 2, n - 1] {
+            let xs = Tensor(shape: [1, 8, 32, 32], storage: Array(x.storage[(s * g.inputSize)..<((s + 1) * g.inputSize)]))
+            let rs = Tensor(shape: [1, 3, g.outHeight, g.outWidth], storage: Array(r.storage[(s * g.outputSize)..<((s + 1) * g.outputSize)]))
+            expectClose(Array(y.storage[(s * g.outputSize)..<((s + 1) * g.outputSize)]),
+                        Convolution.forward(xs, weight: w, bias: b, geometry: g).storage.map(Double.init), "forward sample \(s)")
+            expectClose(Array(dx.storage[(s * g.inputSize)..<((s + 1) * g.inputSize)]),
+                        Convolution.backwardInput(rs, weight: w, geometry: g).storage.map(Double.init), "input map sample \(s)")
+        }
+        for s in 0..<n {
+            let xs = Tensor(shape: [1, 8, 32, 32], storage: Array(x.storage[(s * g.inputSize)..<((s + 1) * g.inputSize)]))
+            let rs = Tensor(shape: [1, 3, g.outHeight, g.outWidth], storage: Array(r.storage[(s * g.outputSize)..<((s + 1) * g.outputSize)]))
+            for (i, v) in Convolution.backwardWeight(rs, input: xs, geometry: g).storage.enumerated() { dwSum[i] += Double(v) }
+        }
+        expectClose(dw.storage, dwSum, "weight map summed over chunks")
+    }
+
     @Test func biasMapSumsBatchAndPositions() {
         var rng = SeededRandom(seed: 3)
         let dy = Tensor.normal([2, 3, 4, 5], rng: &rng)
