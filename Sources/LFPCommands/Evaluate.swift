@@ -28,6 +28,7 @@ struct Evaluate: ParsableCommand {
             options.model = model ?? meta["lfp.model"] ?? "lenet"
             options.activation = meta["lfp.activation"] ?? "relu"
             options.width = meta["lfp.width"].flatMap(Float.init) ?? 1
+            options.noise = meta["lfp.noise"].flatMap(Float.init) ?? 0
             options.timesteps = meta["lfp.timesteps"].flatMap(Int.init) ?? options.timesteps
             options.beta = meta["lfp.beta"].flatMap(Float.init) ?? options.beta
             options.threshold = meta["lfp.threshold"].flatMap(Float.init) ?? options.threshold

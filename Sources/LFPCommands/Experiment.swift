@@ -124,6 +124,7 @@ public struct Explain: ParsableCommand {
             options.model = model ?? meta["lfp.model"] ?? "lenet"
             options.activation = meta["lfp.activation"] ?? "relu"
             options.width = meta["lfp.width"].flatMap(Float.init) ?? 1
+            options.noise = meta["lfp.noise"].flatMap(Float.init) ?? 0
             try options.validateValues()
             let classes = meta["lfp.classes"].flatMap(Int.init) ?? testSet.classCount
             var net = try options.build(inputShape: testSet.sampleShape, classes: classes, seed: 0)

@@ -12,6 +12,7 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Activation: relu, step, sigmoid, tanh, silu, elu, leaky-relu.") var activation = "relu"
     @Option(help: "Dropout after hidden dense layers (the paper's mlp/lenet use 0.5).") var dropout: Float = 0
     @Option(help: "Width multiplier for vgg16 / vgg-like.") var width: Float = 1
+    @Option(help: "Gaussian noise (std) added in training before every Linear/Conv2d layer; the paper uses 0.1 for step networks.") var noise: Float = 0
     @Option(help: "Spiking models: time steps per input.") var timesteps = 15
     @Option(help: "Spiking models: membrane decay beta.") var beta: Float = 0.9
     @Option(help: "Spiking models: firing threshold.") var threshold: Float = 1
@@ -49,15 +50,16 @@ struct ModelOptions: ParsableArguments {
         _ = try parsedActivation()
         guard dropout >= 0 && dropout < 1 else { throw ValidationError("--dropout must be in [0, 1), got \(dropout)") }
         guard width > 0 else { throw ValidationError("--width must be positive") }
+        guard noise >= 0 && noise.isFinite else { throw ValidationError("--noise must be a non-negative number, got \(noise)") }
     }
 
     func build(inputShape: [Int], classes: Int, seed: UInt64) throws -> Sequential {
         try ModelZoo.make(model, .init(inputShape: inputShape, classes: classes, activation: try parsedActivation(),
-                                       dropout: dropout, width: width), seed: seed)
+                                       dropout: dropout, width: width, noise: noise), seed: seed)
     }
 
     var metadata: [String: String] {
-        ["lfp.model": model, "lfp.activation": activation, "lfp.dropout": "\(dropout)", "lfp.width": "\(width)",
+        ["lfp.model": model, "lfp.activation": activation, "lfp.dropout": "\(dropout)", "lfp.width": "\(width)", "lfp.noise": "\(noise)",
          "lfp.timesteps": "\(timesteps)", "lfp.beta": "\(beta)", "lfp.threshold": "\(threshold)", "lfp.reset": reset]
     }
 }
@@ -103,6 +105,7 @@ struct Train: ParsableCommand {
     /// The options that define the run, as arguments (saved to run.json, replayed by --resume).
     var arguments: [String] {
         var a = ["--model", modelOptions.model, "--activation", modelOptions.activation, "--dropout", "\(modelOptions.dropout)",
+                 "--noise", "\(modelOptions.noise)",
                  "--width", "\(modelOptions.width)", "--dataset", dataset, "--method", method, "--pretrain-steps", "\(pretrainSteps)",
                  "--composite", composite, "--feedback", feedback, "--reduction", reduction, "--optimizer", optimizer,
                  "--momentum", "\(momentum)", "--weight-decay", "\(weightDecay)", "--schedule", schedule,

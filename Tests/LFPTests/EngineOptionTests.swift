@@ -212,3 +212,27 @@ import LFPTensor
         #expect(throws: NumericalFault.self) { try trainer.step(input: Tensor(shape: [2, 3], repeating: 1), labels: [0, 1], rng: &rng) }
     }
 }
+
+@Suite struct NoiseLayerTests {
+    @Test func noiseIsAddedInTrainingOnlyAndSignalsPassUnchanged() throws {
+        let model = Sequential([.gaussianNoise(std: 0.5)])
+        var rng = SeededRandom(seed: 3)
+        let x = Tensor(shape: [4, 5000], repeating: 1)
+        #expect(model(x) == x)
+        let trace = model.trace(x, training: true, rng: &rng)
+        let noise = trace.output - x
+        let variance = noise.squaredNorm() / Double(noise.count)
+        #expect(abs(variance - 0.25) < 0.01 && abs(noise.mean()) < 0.01)
+        let g = Tensor.normal(x.shape, rng: &rng)
+        #expect(Backpropagation.gradients(model: model, trace: trace, outputGradient: g, computeInputGradient: true).input == g)
+        let lfp = try FeedbackPropagator(model: model, options: .init(computeInputFeedback: true)).propagate(model: model, trace: trace, feedback: g)
+        #expect(lfp.input == g)
+    }
+
+    @Test func zooInsertsNoiseBeforeEveryParameterLayer() throws {
+        let m = try ModelZoo.make("lenet", .init(inputShape: [1, 28, 28], classes: 10, activation: .step, noise: 0.1), seed: 1)
+        let noisy = m.layers.indices.filter { if case .gaussianNoise = m.layers[$0] { return true } else { return false } }
+        #expect(noisy.count == 5)
+        for i in noisy { #expect(m.layers[i + 1].kind == .linear || m.layers[i + 1].kind == .conv2d) }
+    }
+}

@@ -49,6 +49,8 @@ public enum Backpropagation {
                         for i in pg.indices { pg[i] *= mask[i] * scale }
                     }
                 }
+            case .gaussianNoise:
+                break  // additive noise: the gradient passes unchanged
             case .activation(let a):
                 if needInput {
                     let x = trace.inputs[index], y = trace.outputs[index]

@@ -169,6 +169,10 @@ public enum Layer: Sendable, Equatable, CustomStringConvertible {
     case flatten
     /// Zeroes each unit with probability `p` in training and scales the kept ones by `1/(1-p)`.
     case dropout(p: Float)
+    /// Adds Gaussian noise of standard deviation `std` in training (identity in inference).
+    /// Under LFP and back-propagation the signal passes unchanged. The paper trains step
+    /// networks with noise (std 0.1) before each layer, so that units near the threshold vary.
+    case gaussianNoise(std: Float)
     case activation(Activation)
 
     /// What the layer is, for rule selection and messages.
@@ -180,6 +184,7 @@ public enum Layer: Sendable, Equatable, CustomStringConvertible {
         case .avgPool2d: .avgPool2d
         case .flatten: .flatten
         case .dropout: .dropout
+        case .gaussianNoise: .gaussianNoise
         case .activation: .activation
         }
     }
@@ -192,6 +197,7 @@ public enum Layer: Sendable, Equatable, CustomStringConvertible {
         case .avgPool2d(let p): "AvgPool2d(\(p.kernel), stride: \(p.stride))"
         case .flatten: "Flatten"
         case .dropout(let p): "Dropout(\(p))"
+        case .gaussianNoise(let s): "GaussianNoise(\(s))"
         case .activation(let a): a.description
         }
     }
@@ -223,6 +229,6 @@ public enum Layer: Sendable, Equatable, CustomStringConvertible {
 
 /// The kinds of layer, used by composites to select rules.
 public enum LayerKind: String, Sendable, CaseIterable, CustomStringConvertible {
-    case linear, conv2d, maxPool2d, avgPool2d, flatten, dropout, activation
+    case linear, conv2d, maxPool2d, avgPool2d, flatten, dropout, gaussianNoise, activation
     public var description: String { rawValue }
 }

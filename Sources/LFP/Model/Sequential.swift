@@ -127,6 +127,12 @@ public struct Sequential: Sendable, Equatable {
                     }
                     trace.dropoutMasks[index] = mask
                 }
+            case .gaussianNoise(let std):
+                if training && std > 0 {
+                    x.storage.withUnsafeMutableBufferPointer { px in
+                        for i in px.indices { px[i] += std * rng.normal() }
+                    }
+                }
             case .activation(let a):
                 a.apply(to: &x)
             }
@@ -167,7 +173,7 @@ public struct Sequential: Sendable, Equatable {
                 s = [s[0], s[1], g.outHeight, g.outWidth]
             case .flatten:
                 s = [s[0], s.dropFirst().reduce(1, *)]
-            case .dropout, .activation:
+            case .dropout, .gaussianNoise, .activation:
                 break
             }
         }

@@ -18,15 +18,19 @@ public enum ModelZoo {
         public var width: Float = 1
         /// Hidden sizes of the `toy` model.
         public var hidden: [Int] = [32, 32]
+        /// Standard deviation of Gaussian noise added (in training) before every Linear and
+        /// Conv2d layer; 0 for none. The paper trains step networks with 0.1.
+        public var noise: Float = 0
 
         public init(inputShape: [Int], classes: Int, activation: Activation = .relu, dropout: Float = 0,
-                    width: Float = 1, hidden: [Int] = [32, 32]) {
+                    width: Float = 1, hidden: [Int] = [32, 32], noise: Float = 0) {
             self.inputShape = inputShape
             self.classes = classes
             self.activation = activation
             self.dropout = dropout
             self.width = width
             self.hidden = hidden
+            self.noise = noise
         }
     }
 
@@ -94,7 +98,13 @@ public enum ModelZoo {
         default:
             throw .invalidConfiguration("unknown model '\(name)'; valid: \(names.joined(separator: ", "))")
         }
-        _ = try model.outputShape(input: [1] + config.inputShape)
-        return model
+        var result = model
+        if config.noise > 0 {
+            result.layers = model.layers.flatMap { layer in
+                layer.kind == .linear || layer.kind == .conv2d ? [.gaussianNoise(std: config.noise), layer] : [layer]
+            }
+        }
+        _ = try result.outputShape(input: [1] + config.inputShape)
+        return result
     }
 }

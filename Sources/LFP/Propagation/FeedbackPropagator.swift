@@ -83,8 +83,8 @@ public struct FeedbackPropagator: Sendable {
                 // Feedback flows only through the kept units, without a second 1/(1-p) rescaling
                 // (the activation was already rescaled in the forward pass).
                 if let mask = trace.dropoutMasks[index] { f = f * Tensor(shape: f.shape, storage: mask) }
-            case .activation:
-                break  // identity: no derivative is taken
+            case .activation, .gaussianNoise:
+                break  // identity: no derivative is taken; noise only moved the forward values
             }
         }
         return ParameterSignals(parameters: result, input: options.computeInputFeedback ? f : nil,
