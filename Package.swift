@@ -5,7 +5,7 @@ import PackageDescription
 // on macOS both come from the system (Accelerate, libz).
 let package = Package(
     name: "swift-lfp",
-    platforms: [.macOS(.v13)],
+    platforms: [.macOS(.v15)],  // Synchronization.Atomic (signal handling) needs macOS 15
     products: [
         .library(name: "LFP", targets: ["LFP"]),
         .library(name: "LFPData", targets: ["LFPData"]),
