@@ -1,0 +1,75 @@
+// Fuzz target `checkpoint`: what `lfp train --resume DIR` and `lfp evaluate` read from a
+// checkpoint file: the safetensors file itself, the run state that `lfp train` keeps as JSON in
+// its metadata (`lfp.run_state`, decoded by Foundation's JSONDecoder into the same fields as
+// `Train.RunState`), the normalisation statistics in it (applied to a dataset), and
+// `Checkpoint.restore` of the tensors into a small model (names, shapes, finiteness).
+import Foundation
+import LFP
+import LFPData
+import LFPTensor
+
+/// The fields of `Train.RunState` (LFPCommands), which is internal to the command target.
+struct RunState: Codable {
+    var epoch = 1
+    var progress = Fit.EpochProgress()
+    var history: [EpochMetrics] = []
+    var secondsSoFar = 0.0
+    var epochSecondsSoFar = 0.0
+    var normalizationMean: [Float] = []
+    var normalizationStd: [Float] = []
+}
+
+private let template: Sequential = {
+    var rng = SeededRandom(seed: 1)
+    return Sequential([
+        .linear(Linear(inFeatures: 4, outFeatures: 3, rng: &rng)),
+        .activation(.relu),
+        .linear(Linear(inFeatures: 3, outFeatures: 2, bias: false, rng: &rng)),
+    ])
+}()
+
+private let images: Dataset = {
+    try! Dataset(features: (0..<8).map { Float($0) / 8 }, labels: [0, 1], sampleShape: [1, 2, 2], classCount: 2, name: "fuzz")
+}()
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzCheckpoint(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+    let input = UnsafeRawBufferPointer(start: data, count: size)
+    let path = scratchFile("state.safetensors", input)
+    let metadata: [String: String]
+    do {
+        metadata = try Checkpoint.metadata(at: path)
+    } catch let error as DataError {
+        checkRejection(error, file: path)
+        return 0
+    } catch {
+        fatalError("contract: Checkpoint.metadata threw \(type(of: error)): \(error)")
+    }
+    if let json = metadata["lfp.run_state"], let state = try? JSONDecoder().decode(RunState.self, from: Data(json.utf8)) {
+        _ = state.progress.objective + state.progress.accuracy
+        do {
+            // Extreme statistics may give non-finite features, which training reports as a numerical
+            // fault at its first step; here only the shape must hold.
+            let normalized = try images.normalized(mean: state.normalizationMean, std: state.normalizationStd)
+            guard normalized.features.count == images.features.count else { fatalError("invariant: normalisation changed the size") }
+        } catch {
+            guard !error.description.contains(where: { $0.isNewline }) else { fatalError("contract: \(error)") }
+        }
+    }
+    var model = template
+    do {
+        try Checkpoint.restore(&model, from: path, allowUnexpected: size % 2 == 0)
+        for (name, value) in model.namedParameters where !value.storage.allSatisfy({ $0.isFinite }) {
+            fatalError("invariant: restored non-finite values into \(name)")
+        }
+    } catch let error as DataError {
+        checkRejection(error, file: path)
+    } catch let error as Checkpoint.Error {
+        let text = error.description
+        guard text.contains(path), !text.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }),
+              !text.contains(where: { $0.isNewline }) else { fatalError("contract: \(text.debugDescription)") }
+    } catch {
+        fatalError("contract: Checkpoint.restore threw \(type(of: error)): \(error)")
+    }
+    return 0
+}
