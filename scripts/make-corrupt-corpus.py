@@ -54,4 +54,10 @@ write("csv-ragged.csv", b"0,1.0,2.0\n1,3.0\n")
 write("csv-not-a-number.csv", b"0,1.0,2.0\n1,abc,3.0\n")
 write("csv-negative-label.csv", b"-1,1.0\n")
 write("csv-empty.csv", b"")
+# Minimised inputs found by the coverage-guided fuzzers (scripts/fuzz.sh, docs/fuzzing.md).
+# A tensor name with control characters (ESC, CR) must not reach the terminal raw.
+write("safetensors-fuzz-control-chars", st(b'{"a\\u001b[2J\\r": 5}', f32))
+# A finite double beyond the float range must not load as an infinite feature.
+write("csv-fuzz-float-overflow.csv", b"0,1e300\n")
+
 print("wrote", len(os.listdir(out)), "files to", os.path.normpath(out))

@@ -51,6 +51,25 @@ public enum DataError: Error, CustomStringConvertible, Sendable, Equatable {
         case .unsupported(let file, let reason): text = "unsupported content in '\(file)': \(reason)"
         case .invalidArgument(let reason): text = "invalid argument: \(reason)"
         }
-        return String(text.map { $0.isNewline ? " " : $0 })
+        return Self.oneLine(text)
+    }
+
+    /// `text` made safe to print as one line: line breaks and tabs become spaces, and other
+    /// control characters (which a corrupt file can put into a tensor name or JSON key, and
+    /// which a terminal would interpret) are written as `\u{1b}`.
+    public static func oneLine(_ text: String) -> String {
+        var line = ""
+        line.unicodeScalars.reserveCapacity(text.unicodeScalars.count)
+        for scalar in text.unicodeScalars {
+            switch scalar.value {
+            case 0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x85, 0x2028, 0x2029:
+                line.unicodeScalars.append(" ")
+            case 0x00..<0x20, 0x7F..<0xA0:
+                line += "\\u{" + String(scalar.value, radix: 16) + "}"
+            default:
+                line.unicodeScalars.append(scalar)
+            }
+        }
+        return line
     }
 }

@@ -26,6 +26,21 @@ import Testing
             else { Issue.record("corpus file \(name) names no loader") }
         }
         #expect(error != nil, "\(name) was accepted")
-        if let error { #expect(error.description.contains(name), "error does not name the file: \(error)") }
+        if let error {
+            #expect(error.description.contains(name), "error does not name the file: \(error)")
+            #expect(isPrintableLine(error.description), "error is not one printable line: \(error.description.debugDescription)")
+        }
+    }
+
+    /// One line without control characters (a corrupt file must not write terminal escapes).
+    func isPrintableLine(_ text: String) -> Bool {
+        !text.unicodeScalars.contains {
+            [.control, .lineSeparator, .paragraphSeparator].contains($0.properties.generalCategory)
+        }
+    }
+
+    @Test func controlCharactersAreEscapedInMessages() {
+        let error = DataError.corrupt(file: "f\u{1B}[2J", reason: "tensor 'a\r\nb\u{7}\u{85}'")
+        #expect(error.description == "corrupt file 'f\\u{1b}[2J': tensor 'a  b\\u{7} '")
     }
 }

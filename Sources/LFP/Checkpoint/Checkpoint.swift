@@ -11,7 +11,10 @@ public enum Checkpoint {
         case shapeMismatch(file: String, name: String, expected: [Int], found: [Int])
         case nonFinite(file: String, name: String)
 
-        public var description: String {
+        /// One printable line (tensor names come from the file and may hold control characters).
+        public var description: String { DataError.oneLine(text) }
+
+        private var text: String {
             switch self {
             case .missing(let f, let n): "\(f): missing tensors \(n.joined(separator: ", "))"
             case .unexpected(let f, let n): "\(f): unexpected tensors \(n.joined(separator: ", ")) (not parameters of this model)"
