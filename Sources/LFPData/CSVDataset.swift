@@ -21,7 +21,7 @@ public enum CSVDataset {
     ///   - delimiter: The field separator (default `,`); must be ASCII.
     ///   - name: The dataset name; defaults to the file name.
     /// - Throws: ``DataError/corrupt(file:reason:)`` with the line (and column) for ragged rows,
-    ///   non-numeric or non-finite fields, negative, non-integer or too large (≥ ``maxClassCount``) labels, unterminated quotes,
+    ///   non-numeric or non-finite fields (or features beyond the range of `Float`), negative, non-integer or too large (≥ ``maxClassCount``) labels, unterminated quotes,
     ///   invalid UTF-8, or a file without data rows; ``DataError/invalidArgument(reason:)`` for a bad
     ///   delimiter; ``DataError/mismatch(file:reason:)`` when `labelColumn` is outside the columns.
     public static func load(
@@ -110,7 +110,14 @@ public enum CSVDataset {
                     }
                     labels.append(Int(value))
                 } else {
-                    features.append(Float(value))
+                    // A finite Double such as 1e300 can still overflow Float (the feature type).
+                    let feature = Float(value)
+                    guard feature.isFinite else {
+                        throw .corrupt(
+                            file: file,
+                            reason: "line \(lineNumber), column \(column + 1): '\(field)' is outside the range of a 32-bit float")
+                    }
+                    features.append(feature)
                 }
             }
         }

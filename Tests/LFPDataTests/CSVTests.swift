@@ -8,6 +8,13 @@ struct CSVTests {
         try CSVDataset.parse(text, file: "t.csv", labelColumn: labelColumn, hasHeader: hasHeader)
     }
 
+    /// Found by fuzzing: 1e300 is a finite Double but an infinite Float feature.
+    @Test func featureBeyondFloatRangeIsRejected() {
+        let error = dataError { _ = try load("0,1e300\n1,2\n") }
+        #expect(error?.reason == "line 1, column 2: '1e300' is outside the range of a 32-bit float")
+        #expect(dataError { _ = try load("0,3.4e38\n1,-3.4e38\n") } == nil)
+    }
+
     @Test func goodFile() throws {
         let dir = try makeTemporaryDirectory()
         defer { removeTemporaryDirectory(dir) }
