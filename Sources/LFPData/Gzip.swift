@@ -9,6 +9,9 @@ public enum Gzip {
     /// The default cap on decompressed output (16 GiB), a guard against decompression bombs.
     public static let defaultMaxOutputSize = 1 << 34
 
+    /// The largest first allocation made from the size a gzip trailer claims (64 MiB).
+    static let maxInitialOutputGuess = 1 << 26
+
     /// Whether `data` starts with the gzip magic bytes `1f 8b`.
     public static func isGzip(_ data: Data) -> Bool {
         data.count >= 2 && data[data.startIndex] == 0x1F && data[data.startIndex + 1] == 0x8B
@@ -82,14 +85,17 @@ public enum Gzip {
         defer { inflateEnd(&stream) }
 
         // The gzip trailer stores the uncompressed size mod 2^32; use it (bounded by the
-        // maximum deflate ratio) as a first guess for the output size.
+        // maximum deflate ratio) as a first guess for the output size. The trailer is not
+        // verified until the end, so the first allocation trusts it only up to 64 MiB (beyond
+        // that the buffer grows as data actually arrives): a corrupt file must not make us
+        // allocate gigabytes before its first bad byte.
         var hint = 1 << 16
         if input.count >= 18 {
             let isize = input.loadUnaligned(fromByteOffset: input.count - 4, as: UInt32.self)
             let claimed = Int(UInt32(littleEndian: isize))
             let plausible = input.count.multipliedReportingOverflow(by: 1100)
             let maxPlausible = plausible.overflow ? Int.max : plausible.partialValue
-            hint = max(min(claimed, maxPlausible, 1 << 31) + 64, 1 << 12)
+            hint = max(min(claimed, maxPlausible, Self.maxInitialOutputGuess) + 64, 1 << 12)
         }
         var output = [UInt8](repeating: 0, count: min(hint, max(limit, 1)))
         var produced = 0

@@ -14,6 +14,16 @@ struct GzipTests {
         }
     }
 
+    /// Found by review during fuzzing: a corrupt stream whose trailer claims 4 GiB made the first
+    /// output allocation 1100 x its size (up to 2 GiB) before the first bad byte was read.
+    @Test func trailerClaimDoesNotSizeTheFirstAllocation() {
+        let header: [UInt8] = [0x1F, 0x8B, 0x08, 0x00, 0, 0, 0, 0, 0x00, 0x03]
+        let bytes = header + [UInt8](repeating: 0xFF, count: 1 << 20) + [0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]
+        let error = dataError { _ = try Gzip.decompress(Data(bytes), file: "claims-4GiB.gz") }
+        #expect(error?.file == "claims-4GiB.gz")
+        #expect(Gzip.maxInitialOutputGuess <= 1 << 26)
+    }
+
     @Test func corruptStreamThrows() throws {
         let input = Data((0..<5000).map { UInt8(truncatingIfNeeded: $0 * 31) })
         var compressed = [UInt8](try Gzip.compress(input))
