@@ -119,10 +119,13 @@ run_target() {
   log=$OUT/logs/$target-$(date -u +%Y%m%dT%H%M%SZ).log
   echo "fuzz.sh: fuzzing $target for ${seconds}s (log: ${log#"$ROOT"/})" >&2
   local status=0
-  SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=0:handle_abort=1} \
+  # -jobs=1 runs exactly one fuzzing process, which writes fuzz-0.log into its directory.
+  mkdir -p "$OUT/work/$target"
+  (cd "$OUT/work/$target" && SWIFT_BACKTRACE=enable=no \
+    ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=0:handle_abort=1} \
     "$OUT/bin/fuzz-$target" -max_total_time="$seconds" -timeout=1 -rss_limit_mb=2048 -malloc_limit_mb=512 \
       -max_len="$(max_len "$target")" -jobs=1 -workers=1 -print_final_stats=1 -artifact_prefix="$artifacts" \
-      "${dict[@]}" "$@" "$corpus" "${seeds[@]}" >"$log" 2>&1 || status=$?
+      "${dict[@]}" "$@" "$corpus" "${seeds[@]}") >"$log" 2>&1 || status=$?
   summarise "$target" "$seconds" "$log" "$status"
   return "$status"
 }
