@@ -56,6 +56,25 @@ import LFPTensor
         #expect(wrong.storage == [0, 0, -1, 1, 0, 0])  // sample 1: wrong, logit -1 -> -1 * -1
     }
 
+    /// The reference's simple rewards (lfprop's CorrectclassificationReward and
+    /// MisclassificationReward), hand-computed.
+    @Test func referenceSimpleRewards() throws {
+        // Sample 0: logits [2, -1, 0.5], true 0 (correct). Sample 1: [-3, -1, 4], true 1 (wrong:
+        // class 2 is above it, class 0 is not). Sample 2: [0, 0, -2], true 1 (a tie counts as correct; sign(0) = 0).
+        let y = Tensor(shape: [3, 3], storage: [2, -1, 0.5, -3, -1, 4, 0, 0, -2])
+        let labels = [0, 1, 1]
+        #expect(FeedbackFunction.correctClass(logits: y, labels: labels).storage == [1, 0, 0, 0, 0, 0, 0, 0, 0])
+        #expect(FeedbackFunction.misclassification(logits: y, labels: labels).storage == [0, 0, 0, 0, 0, -1, 0, 0, 0])
+        #expect(FeedbackFunction.correctClassAndMisclassification(logits: y, labels: labels).storage == [1, 0, 0, 0, 0, -1, 0, 0, 0])
+        // A negative logit above the true class gets +1 (-sign(y)), and a correct negative true logit -1.
+        let z = Tensor(shape: [2, 2], storage: [-2, -1, -1, -3])
+        #expect(FeedbackFunction.misclassification(logits: z, labels: [0, 0]).storage == [0, 1, 0, 0])
+        #expect(FeedbackFunction.correctClass(logits: z, labels: [0, 0]).storage == [0, 0, -1, 0])
+        for name in ["correct-class", "misclassification", "correct-class+misclassification"] {
+            #expect(try FeedbackFunction.named(name).description == name)
+        }
+    }
+
     @Test func customFunctionIsUsed() {
         let f = FeedbackFunction.custom(name: "ones") { y, _ in Tensor(shape: y.shape, repeating: 1) }
         #expect(f(logits: Tensor(shape: [1, 2]), labels: [0]).storage == [1, 1])

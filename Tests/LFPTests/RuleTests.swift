@@ -50,16 +50,24 @@ enum NaiveLFP {
     }
 
     /// f_ij for every connection of one sample, given the input a and output feedback f.
-    static func connectionFeedback(_ rule: Rule, conns: [Connection], a: [Double], f: [Double], outputs: Int) -> [Double] {
+    /// With a `centre` c, contributions are measured from it: `z_ij = (a_i - c) w_ij`, while
+    /// `z_j` stays the layer's true output (the rest, `c sum_i w_ij`, is a fixed reference).
+    static func connectionFeedback(_ rule: Rule, conns: [Connection], a: [Double], f: [Double], outputs: Int, centre: Double = 0) -> [Double] {
         var z = [Double](repeating: 0, count: outputs), zp = z, zn = z, zabs = z
-        let zij = conns.map { c in (c.input.map { a[$0] } ?? 1) * c.weight }
+        let zij = conns.map { c in (c.input.map { a[$0] - centre } ?? 1) * c.weight }
         for (c, v) in zip(conns, zij) {
-            z[c.output] += v; zp[c.output] += max(v, 0); zn[c.output] += min(v, 0); zabs[c.output] += abs(v)
+            z[c.output] += (c.input.map { a[$0] } ?? 1) * c.weight
+            zp[c.output] += max(v, 0); zn[c.output] += min(v, 0); zabs[c.output] += abs(v)
         }
+        // scaled-epsilon: the root mean square of this sample's outputs.
+        let rms = (z.reduce(0) { $0 + $1 * $1 } / Double(max(1, outputs))).squareRoot()
         return zip(conns, zij).map { c, v in
             let j = c.output
             let sign: Double = z[j] >= 0 ? 1 : -1
             switch rule {
+            case .scaledEpsilon(let k):
+                let d = z[j] + Double(k) * rms * sign
+                return d == 0 ? 0 : v / d * f[j]
             case .zero: return z[j] == 0 ? 0 : v / z[j] * f[j]
             case .epsilon(let e): return v / (z[j] + Double(e) * sign) * f[j]
             case .alphaBeta(let al, let be, let e):
@@ -70,7 +78,7 @@ enum NaiveLFP {
     }
 
     /// Input feedback (per sample), weight and bias feedback (summed) of one affine layer.
-    static func layer(_ rule: Rule, _ layer: Layer, input: Tensor, feedback: Tensor) -> (input: [Double], weight: [Double], bias: [Double]) {
+    static func layer(_ rule: Rule, _ layer: Layer, input: Tensor, feedback: Tensor, centre: Double = 0) -> (input: [Double], weight: [Double], bias: [Double]) {
         let n = input.shape[0]
         let (conns, outputs) = connections(layer, inputShape: input.shape)
         let perIn = input.count / n
@@ -81,7 +89,7 @@ enum NaiveLFP {
         for s in 0..<n {
             let a = (0..<perIn).map { Double(input.storage[s * perIn + $0]) }
             let f = (0..<outputs).map { Double(feedback.storage[s * outputs + $0]) }
-            let fij = connectionFeedback(rule, conns: conns, a: a, f: f, outputs: outputs)
+            let fij = connectionFeedback(rule, conns: conns, a: a, f: f, outputs: outputs, centre: centre)
             for (c, v) in zip(conns, fij) {
                 let signW: Double = c.weight > 0 ? 1 : (c.weight < 0 ? -1 : 0)
                 if let i = c.input {
@@ -99,7 +107,8 @@ enum NaiveLFP {
 }
 
 @Suite struct RuleTests {
-    static let rules: [Rule] = [.zero, .epsilon, .alphaBeta(alpha: 2, beta: 1, epsilon: 1e-6), .alphaBeta(alpha: 1, beta: 0, epsilon: 1e-6), .zPlusZMinus]
+    static let rules: [Rule] = [.zero, .epsilon, .alphaBeta(alpha: 2, beta: 1, epsilon: 1e-6), .alphaBeta(alpha: 1, beta: 0, epsilon: 1e-6), .zPlusZMinus,
+                                .scaledEpsilon(0.5), .scaledEpsilon(0.05)]
 
     static func layers() -> [(String, Layer, [Int])] {
         var rng = SeededRandom(seed: 300)
@@ -214,5 +223,76 @@ enum NaiveLFP {
         #expect(throws: LFPError.self) { try Rule.parse("alpha-beta:1:1") }
         #expect(throws: LFPError.self) { try Rule.parse("gamma") }
         #expect((try? Rule.parse("epsilon:0.01")) == .epsilon(0.01))
+        #expect((try? Rule.parse("scaled-epsilon")) == .scaledEpsilon(Rule.defaultScaledEpsilon))
+        #expect((try? Rule.parse("scaled-epsilon:0.25")) == .scaledEpsilon(0.25))
+        #expect(throws: LFPError.self) { try Rule.parse("scaled-epsilon:0") }
+        #expect(throws: LFPError.self) { try Rule.parse("scaled-epsilon:-1") }
+    }
+
+    /// The scaled stabiliser bounds how much a unit near z = 0 amplifies its feedback:
+    /// |f_j / stab(z_j)| <= |f_j| / (k rms), where plain epsilon divides by (almost) z_j.
+    @Test func scaledEpsilonBoundsTheRatioNearZero() {
+        let lin = Linear(weight: Tensor(shape: [2, 2], storage: [1, -1, 1, 1]), bias: nil)
+        let model = Sequential([.linear(lin)])
+        var rng = SeededRandom(seed: 0)
+        let x = Tensor(shape: [1, 2], storage: [1, 0.999])   // z = [0.001, 1.999]
+        let trace = model.trace(x, training: false, rng: &rng)
+        let f = Tensor(shape: [1, 2], storage: [1, 0])
+        func largestInputFeedback(_ rule: Rule) -> Float {
+            let p = try! FeedbackPropagator(model: model, composite: .uniform(rule), options: .init(computeInputFeedback: true))
+            return p.propagate(model: model, trace: trace, feedback: f).input!.maxAbs()
+        }
+        #expect(largestInputFeedback(.epsilon) > 900)               // 1 / 0.001
+        let rms = ((0.001 * 0.001 + 1.999 * 1.999) / 2 as Float).squareRoot()
+        #expect(largestInputFeedback(.scaledEpsilon(0.5)) <= 1 / (0.5 * rms) + 1e-4)
+    }
+
+    /// Centred inputs: a Linear layer after a step (and after a sigmoid through max-pooling and
+    /// flattening) against the naive per-connection rule with contributions `(a_i - 0.5) w_ij`.
+    @Test(arguments: [Rule.epsilon, .scaledEpsilon(0.5), .zPlusZMinus, .alphaBeta(alpha: 2, beta: 1, epsilon: 1e-6)])
+    func centredInputsMatchNaiveContributionsFromTheCentre(rule: Rule) throws {
+        var rng = SeededRandom(seed: 77)
+        let top = Linear(inFeatures: 8, outFeatures: 3, rng: &rng)
+        for activation in [Activation.step, .sigmoid] {
+            let model = Sequential([.linear(Linear(inFeatures: 5, outFeatures: 8, rng: &rng)), .activation(activation), .linear(top)])
+            let x = Tensor.normal([4, 5], std: 2, rng: &rng)
+            let trace = model.trace(x, training: false, rng: &rng)
+            let f = Tensor.normal([4, 3], rng: &rng)
+            let p = try FeedbackPropagator(model: model, composite: .uniform(rule), options: .init(centredInputs: true))
+            let result = p.propagate(model: model, trace: trace, feedback: f)
+            let naiveTop = NaiveLFP.layer(rule, .linear(top), input: trace.inputs[2], feedback: f, centre: 0.5)
+            expectClose(result.parameters["layers.2.weight"]!.storage, naiveTop.weight, tolerance: 1e-4, "\(rule) \(activation): top weight")
+            expectClose(result.parameters["layers.2.bias"]!.storage, naiveTop.bias, tolerance: 1e-4, "\(rule) \(activation): top bias")
+            // The first layer's input is the data (no activation below): contributions from 0.
+            let below = Tensor(shape: [4, 8], storage: naiveTop.input.map(Float.init))
+            let naiveFirst = NaiveLFP.layer(rule, model.layers[0], input: x, feedback: below)
+            expectClose(result.parameters["layers.0.weight"]!.storage, naiveFirst.weight, tolerance: 1e-3, "\(rule) \(activation): first weight")
+        }
+        // Through max-pooling and flattening: the sigmoid's centre still applies.
+        let conv = Conv2d(inChannels: 1, outChannels: 2, kernelSize: (3, 3), padding: (1, 1), rng: &rng)
+        let dense = Linear(inFeatures: 8, outFeatures: 2, rng: &rng)
+        let model = Sequential([.conv2d(conv), .activation(.sigmoid), .maxPool2d(MaxPool2d(kernel: 2)), .flatten, .linear(dense)])
+        let x = Tensor.normal([3, 1, 4, 4], rng: &rng)
+        let trace = model.trace(x, training: false, rng: &rng)
+        let f = Tensor.normal([3, 2], rng: &rng)
+        let p = try FeedbackPropagator(model: model, composite: .uniform(rule), options: .init(centredInputs: true))
+        let naive = NaiveLFP.layer(rule, .linear(dense), input: trace.inputs[4], feedback: f, centre: 0.5)
+        expectClose(p.propagate(model: model, trace: trace, feedback: f).parameters["layers.4.weight"]!.storage, naive.weight,
+                    tolerance: 1e-4, "\(rule): dense after sigmoid, max-pool, flatten")
+    }
+
+    /// Activations centred at 0 (ReLU, tanh, ...) are unchanged by centred inputs.
+    @Test func centredInputsLeaveZeroCentredActivationsUnchanged() throws {
+        var rng = SeededRandom(seed: 78)
+        for activation in [Activation.relu, .tanh, .silu, .elu(alpha: 1), .leakyReLU(slope: 0.01)] {
+            let model = Sequential([.linear(Linear(inFeatures: 5, outFeatures: 6, rng: &rng)), .activation(activation),
+                                    .linear(Linear(inFeatures: 6, outFeatures: 3, rng: &rng))])
+            let x = Tensor.normal([4, 5], rng: &rng)
+            let trace = model.trace(x, training: false, rng: &rng)
+            let f = Tensor.normal([4, 3], rng: &rng)
+            let plain = try FeedbackPropagator(model: model).propagate(model: model, trace: trace, feedback: f)
+            let centred = try FeedbackPropagator(model: model, options: .init(centredInputs: true)).propagate(model: model, trace: trace, feedback: f)
+            for (name, value) in plain.parameters { #expect(centred.parameters[name]!.storage == value.storage, "\(activation) \(name)") }
+        }
     }
 }

@@ -10,6 +10,16 @@ public enum FeedbackFunction: Sendable, CustomStringConvertible {
     /// Appendix A.1: the true class gets `+1` if predicted correctly, `-1` otherwise,
     /// times `sign(y_true)`; other classes get nothing.
     case simpleReward
+    /// The reference's `CorrectclassificationReward` (appendix A.1): the true class gets
+    /// `sign(y_true)` when it has the largest logit (ties count as correct), every other
+    /// entry 0. `sign(0) = 0`, as in PyTorch.
+    case correctClass
+    /// The reference's `MisclassificationReward` (appendix A.1): every class whose logit is
+    /// above the true class's gets `-sign(y_k)`, every other entry 0.
+    case misclassification
+    /// `correctClass + misclassification`: rewards a correct prediction and punishes every
+    /// class that beats the true one.
+    case correctClassAndMisclassification
     /// Any function of (logits `[N, C]`, labels) to feedback of the logits' shape.
     case custom(name: String, @Sendable (Tensor, [Int]) -> Tensor)
 
@@ -18,12 +28,16 @@ public enum FeedbackFunction: Sendable, CustomStringConvertible {
         case .sigmoid: "sigmoid"
         case .softmax: "softmax"
         case .simpleReward: "simple-reward"
+        case .correctClass: "correct-class"
+        case .misclassification: "misclassification"
+        case .correctClassAndMisclassification: "correct-class+misclassification"
         case .custom(let name, _): name
         }
     }
 
     /// Names accepted by `named(_:)`.
-    public static let names = ["sigmoid", "softmax", "simple-reward"]
+    public static let names = ["sigmoid", "softmax", "simple-reward", "correct-class", "misclassification",
+                               "correct-class+misclassification"]
 
     /// A built-in feedback function by name.
     public static func named(_ name: String) throws(LFPError) -> FeedbackFunction {
@@ -31,6 +45,9 @@ public enum FeedbackFunction: Sendable, CustomStringConvertible {
         case "sigmoid": return .sigmoid
         case "softmax": return .softmax
         case "simple-reward", "simple", "reward": return .simpleReward
+        case "correct-class", "correctclass": return .correctClass
+        case "misclassification": return .misclassification
+        case "correct-class+misclassification", "misclassification+correct-class": return .correctClassAndMisclassification
         default: throw .invalidFeedback("unknown feedback function '\(name)'; valid: \(names.joined(separator: ", "))")
         }
     }
@@ -68,6 +85,21 @@ public enum FeedbackFunction: Sendable, CustomStringConvertible {
                 let v = y.storage[i * c + labels[i]]
                 let reward: Float = predictions[i] == labels[i] ? 1 : -1
                 f.storage[i * c + labels[i]] = reward * (v >= 0 ? 1 : -1)
+            }
+        case .correctClass, .misclassification, .correctClassAndMisclassification:
+            // PyTorch's sign: sign(0) = 0.
+            func sign(_ v: Float) -> Float { v > 0 ? 1 : (v < 0 ? -1 : 0) }
+            var rewardCorrect = true, punishAbove = true
+            if case .misclassification = self { rewardCorrect = false }
+            if case .correctClass = self { punishAbove = false }
+            for i in 0..<n {
+                let row = i * c, truth = y.storage[row + labels[i]]
+                var largest = -Float.infinity
+                for k in 0..<c { largest = max(largest, y.storage[row + k]) }
+                if rewardCorrect && truth == largest { f.storage[row + labels[i]] += sign(truth) }
+                if punishAbove {
+                    for k in 0..<c where y.storage[row + k] > truth { f.storage[row + k] -= sign(y.storage[row + k]) }
+                }
             }
         case .custom(let name, let function):
             f = function(y, labels)

@@ -10,13 +10,19 @@ public struct PropagationOptions: Sendable {
     public var computeInputFeedback = false
     /// Record the feedback arriving at every layer's output.
     public var recordLayerFeedback = false
+    /// Measure each connection's contribution from the centre of the activation that feeds it:
+    /// `z_ij = (a_i - c) w_ij` with `c = Activation.centre` (0.5 for step and sigmoid, 0 for
+    /// the others, which are unchanged), the rest `c * sum_i w_ij` joining the bias as a fixed
+    /// reference that receives no feedback (LFP-MATH.md section 8).
+    public var centredInputs = false
 
     public init(reduction: Reduction = .sum, backwardNormalization: Bool = false,
-                computeInputFeedback: Bool = false, recordLayerFeedback: Bool = false) {
+                computeInputFeedback: Bool = false, recordLayerFeedback: Bool = false, centredInputs: Bool = false) {
         self.reduction = reduction
         self.backwardNormalization = backwardNormalization
         self.computeInputFeedback = computeInputFeedback
         self.recordLayerFeedback = recordLayerFeedback
+        self.centredInputs = centredInputs
     }
 }
 
@@ -61,7 +67,8 @@ public struct FeedbackPropagator: Sendable {
             case .linear, .conv2d, .avgPool2d:
                 let map = AffineMap(layer, inputShape: input.shape)!
                 let scale: Float = (options.reduction == .mean ? 1 / batch : 1) * parameterScale
-                let out = rules[index]!.apply(map, input: input, output: trace.outputs[index], feedback: f, needInput: needInput,
+                let contributing = options.centredInputs ? Self.centred(input, layer: index, model: model, trace: trace) : input
+                let out = rules[index]!.apply(map, input: contributing, output: trace.outputs[index], feedback: f, needInput: needInput,
                                               parameterScale: scale)
                 if let fw = out.weightFeedback { result[Sequential.parameterName(layer: index, "weight")] = fw }
                 if let fb = out.biasFeedback { result[Sequential.parameterName(layer: index, "bias")] = fb }
@@ -89,5 +96,37 @@ public struct FeedbackPropagator: Sendable {
         }
         return ParameterSignals(parameters: result, input: options.computeInputFeedback ? f : nil,
                                 layerOutputs: options.recordLayerFeedback ? layerFeedback : nil)
+    }
+
+    /// The input of affine layer `index` measured from the centre `c` of the activation that
+    /// produced it (through max-pooling, flattening, noise and dropout, whose kept units carry
+    /// `c / (1 - p)`): `a - c`. Inputs not produced by an activation with a non-zero centre
+    /// are returned unchanged.
+    static func centred(_ input: Tensor, layer index: Int, model: Sequential, trace: Trace) -> Tensor {
+        var centre: Float = 0
+        var dropouts: [(index: Int, scale: Float)] = []
+        search: for below in stride(from: index - 1, through: 0, by: -1) {
+            switch model.layers[below] {
+            case .activation(let a): centre = a.centre; break search
+            case .maxPool2d, .flatten, .gaussianNoise: continue
+            case .dropout(let p): if trace.dropoutMasks[below] != nil { dropouts.append((below, 1 / (1 - p))) }
+            default: break search
+            }
+        }
+        guard centre != 0 else { return input }
+        var shifted = input
+        shifted.storage.withUnsafeMutableBufferPointer { pa in
+            if dropouts.isEmpty {
+                for i in pa.indices { pa[i] -= centre }
+            } else {
+                var reference = [Float](repeating: centre, count: pa.count)
+                for (d, scale) in dropouts {
+                    let mask = trace.dropoutMasks[d]!
+                    for i in reference.indices { reference[i] *= mask[i] * scale }
+                }
+                for i in pa.indices { pa[i] -= reference[i] }
+            }
+        }
+        return shifted
     }
 }

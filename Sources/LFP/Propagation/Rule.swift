@@ -12,6 +12,11 @@ public enum Rule: Sendable, Equatable, CustomStringConvertible {
     case alphaBeta(alpha: Float, beta: Float, epsilon: Float)
     /// LFP-z+z-: `f_ij = sign(z_j) f_j z_ij / (sum_i |z_ij| + eps)`; feedback never grows.
     case zPlusZMinus(epsilon: Float)
+    /// LFP-epsilon with a stabiliser relative to the layer's scale:
+    /// `stab(z_j) = z_j + sign(z_j) * k * rms_n(z)`, where `rms_n(z)` is the root mean square of
+    /// sample n's outputs of the layer (LFP-MATH.md section 8). Bounds `|f / stab(z)|` by
+    /// `|f| / (k rms)` for units whose output does not shrink with `z` (step, sigmoid).
+    case scaledEpsilon(Float)
 
     /// The default stabiliser, `1e-6`.
     public static let defaultEpsilon: Float = 1e-6
@@ -36,10 +41,15 @@ public enum Rule: Sendable, Equatable, CustomStringConvertible {
         case .epsilon(let e): "epsilon(\(e))"
         case .alphaBeta(let a, let b, _): "alpha-beta(\(a), \(b))"
         case .zPlusZMinus: "zplus-zminus"
+        case .scaledEpsilon(let k): "scaled-epsilon(\(k))"
         }
     }
 
-    /// Parses `zero`, `epsilon`, `epsilon:1e-4`, `alpha-beta`, `alpha-beta:2:1`, `zplus-zminus`.
+    /// The default factor of the scaled stabiliser, `0.5` (measured: `benchmarks/activations.csv`).
+    public static let defaultScaledEpsilon: Float = 0.5
+
+    /// Parses `zero`, `epsilon`, `epsilon:1e-4`, `alpha-beta`, `alpha-beta:2:1`, `zplus-zminus`,
+    /// `scaled-epsilon`, `scaled-epsilon:0.25`.
     public static func parse(_ text: String) throws(LFPError) -> Rule {
         let parts = text.lowercased().split(separator: ":").map(String.init)
         func number(_ i: Int, _ fallback: Float) throws(LFPError) -> Float {
@@ -52,7 +62,11 @@ public enum Rule: Sendable, Equatable, CustomStringConvertible {
         case "epsilon", "eps": return .epsilon(try number(1, defaultEpsilon))
         case "alpha-beta", "alphabeta": return try .checkedAlphaBeta(alpha: try number(1, 2), beta: try number(2, 1))
         case "zplus-zminus", "z+z-", "zpluszminus": return .zPlusZMinus(epsilon: try number(1, defaultEpsilon))
-        default: throw .invalidRule("unknown rule '\(text)'; valid: zero, epsilon[:eps], alpha-beta[:alpha:beta], zplus-zminus")
+        case "scaled-epsilon", "epsilon-scaled":
+            let k = try number(1, defaultScaledEpsilon)
+            guard k > 0 else { throw .invalidRule("scaled-epsilon needs a positive factor, got \(k)") }
+            return .scaledEpsilon(k)
+        default: throw .invalidRule("unknown rule '\(text)'; valid: zero, epsilon[:eps], alpha-beta[:alpha:beta], zplus-zminus, scaled-epsilon[:k]")
         }
     }
 }
@@ -89,7 +103,7 @@ extension Rule {
     func apply(_ map: AffineMap, input a: Tensor, output z: Tensor, feedback f: Tensor, needInput: Bool,
                parameterScale: Float = 1) -> RuleOutput {
         switch self {
-        case .zero, .epsilon, .zPlusZMinus:
+        case .zero, .epsilon, .zPlusZMinus, .scaledEpsilon:
             // All three are f_ij = z_ij * S_j for an S computed from F and Z.
             var s = f
             switch self {
@@ -103,6 +117,25 @@ extension Rule {
                 if let b = map.bias { d = Self.addBias(d, b.magnitude) }
                 d.formZipMap(z) { dj, zj in zj >= 0 ? 1 / (dj + eps) : -1 / (dj + eps) }
                 s.formZipMap(d, *)
+            case .scaledEpsilon(let k):
+                // Per sample n: stab(z) = z + sign(z) k rms_n(z)  (LFP-MATH.md section 8).
+                let n = z.shape[0], width = z.count / max(1, n)
+                s.storage.withUnsafeMutableBufferPointer { ps in
+                    z.storage.withUnsafeBufferPointer { pz in
+                        for sample in 0..<n {
+                            let base = sample * width
+                            var squares: Float = 0
+                            for j in 0..<width { squares += pz[base + j] * pz[base + j] }
+                            // A sample whose outputs are all 0 passes no feedback (as LFP-0 at z = 0).
+                            let eps = k * (squares / Float(max(1, width))).squareRoot()
+                            for j in 0..<width {
+                                let zj = pz[base + j]
+                                let d = zj + (zj >= 0 ? eps : -eps)
+                                ps[base + j] = d == 0 ? 0 : ps[base + j] / d
+                            }
+                        }
+                    }
+                }
             default: fatalError("unreachable")
             }
             // F_in = A ⊙ (S W),  F(W) = |W| ⊙ (S^T A),  F(b) = |b| ⊙ sum S  (fused in place).

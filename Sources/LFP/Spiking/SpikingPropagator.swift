@@ -45,10 +45,12 @@ public struct SpikingPropagator: Sendable {
     /// Sum parameter feedback over the batch (and time), or divide the sum by the batch size.
     public var reduction: Reduction
 
-    /// - Throws: ``LFPError/incompatibleRule(_:)`` for alpha-beta.
+    /// - Throws: ``LFPError/incompatibleRule(_:)`` for alpha-beta and scaled-epsilon.
     public init(rule: Rule = .epsilon, backwardNormalization: Bool = false, reduction: Reduction = .sum) throws(LFPError) {
-        if case .alphaBeta = rule {
-            throw .incompatibleRule("alpha-beta is not defined for spiking layers; use epsilon, zero or zplus-zminus")
+        switch rule {
+        case .alphaBeta: throw .incompatibleRule("alpha-beta is not defined for spiking layers; use epsilon, zero or zplus-zminus")
+        case .scaledEpsilon: throw .incompatibleRule("scaled-epsilon is not defined for spiking layers; use epsilon, zero or zplus-zminus")
+        default: break
         }
         self.rule = rule
         self.backwardNormalization = backwardNormalization
@@ -99,8 +101,8 @@ public struct SpikingPropagator: Sendable {
                                             let z = beta * previous + pi[base + j]
                                             let d = beta * abs(previous) + pm[t * magnitudeStride + j] + eps
                                             value = z >= 0 ? r / d : -r / d
-                                        case .alphaBeta:
-                                            preconditionFailure("alpha-beta is rejected at init")
+                                        case .alphaBeta, .scaledEpsilon:
+                                            preconditionFailure("alpha-beta and scaled-epsilon are rejected at init")
                                         }
                                         pc[base + j] = value
                                         carry[j] = neuron.effectiveDecay(previous: previous) * previous * value
