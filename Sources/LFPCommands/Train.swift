@@ -12,7 +12,7 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Activation: relu, step, sigmoid, tanh, silu, elu, leaky-relu.") var activation = "relu"
     @Option(help: "Dropout after hidden dense layers (the paper's mlp/lenet use 0.5).") var dropout: Float = 0
     @Option(help: "Width multiplier for vgg16 / vgg-like.") var width: Float = 1
-    @Option(help: "Gaussian noise (std) added in training before every Linear/Conv2d layer; the paper uses 0.1 for step networks.") var noise: Float = 0
+    @Option(help: "Gaussian noise (std) added in training before every Linear/Conv2d layer (default: 0.1 for step networks under LFP, as in the paper; else 0).") var noise: Float?
     @Option(help: "Spiking models: time steps per input.") var timesteps = 15
     @Option(help: "Spiking models: membrane decay beta.") var beta: Float = 0.9
     @Option(help: "Spiking models: firing threshold.") var threshold: Float = 1
@@ -50,16 +50,16 @@ struct ModelOptions: ParsableArguments {
         _ = try parsedActivation()
         guard dropout >= 0 && dropout < 1 else { throw ValidationError("--dropout must be in [0, 1), got \(dropout)") }
         guard width > 0 else { throw ValidationError("--width must be positive") }
-        guard noise >= 0 && noise.isFinite else { throw ValidationError("--noise must be a non-negative number, got \(noise)") }
+        if let noise, !(noise >= 0 && noise.isFinite) { throw ValidationError("--noise must be a non-negative number, got \(noise)") }
     }
 
     func build(inputShape: [Int], classes: Int, seed: UInt64) throws -> Sequential {
         try ModelZoo.make(model, .init(inputShape: inputShape, classes: classes, activation: try parsedActivation(),
-                                       dropout: dropout, width: width, noise: noise), seed: seed)
+                                       dropout: dropout, width: width, noise: noise ?? 0), seed: seed)
     }
 
     var metadata: [String: String] {
-        ["lfp.model": model, "lfp.activation": activation, "lfp.dropout": "\(dropout)", "lfp.width": "\(width)", "lfp.noise": "\(noise)",
+        ["lfp.model": model, "lfp.activation": activation, "lfp.dropout": "\(dropout)", "lfp.width": "\(width)", "lfp.noise": "\(noise ?? 0)",
          "lfp.timesteps": "\(timesteps)", "lfp.beta": "\(beta)", "lfp.threshold": "\(threshold)", "lfp.reset": reset]
     }
 }
@@ -74,22 +74,28 @@ struct Train: ParsableCommand {
     @Option(help: "Directory (or CSV file) holding the dataset.") var dataDir: String?
     @Option(help: "lfp, gradient or gradient-then-lfp.") var method = "lfp"
     @Option(help: "Gradient steps before switching to LFP (gradient-then-lfp).") var pretrainSteps = 100
-    @Option(name: [.long, .customLong("rule")], help: "LFP composite or rule: \(Composite.presetNames.joined(separator: ", ")), or epsilon:EPS, alpha-beta:A:B.")
-    var composite = "epsilon"
-    @Option(help: "Feedback function: sigmoid, softmax, simple-reward.") var feedback = "sigmoid"
+    @Option(name: [.customLong("composite"), .customLong("rule")],
+            help: "LFP composite or rule: \(Composite.presetNames.joined(separator: ", ")), or epsilon:EPS, alpha-beta:A:B, scaled-epsilon:K (default: the --activation's recipe; epsilon for ReLU).")
+    var compositeOption: String?
+    @Option(name: .customLong("feedback"), help: "Feedback function: \(FeedbackFunction.names.joined(separator: ", ")) (default: the --activation's recipe; sigmoid for ReLU).")
+    var feedbackOption: String?
     @Option(help: "Parameter feedback over the batch: sum (the reference's) or mean.") var reduction = "sum"
     @Flag(help: "Divide the propagated feedback by its max-abs after each layer.") var backwardNormalization = false
-    @Option(help: "sgd, adam or adamw.") var optimizer = "sgd"
-    @Option(help: "Learning rate (default 0.003 for LFP, 0.01 for gradient descent).") var lr: Float?
+    @Flag(name: .customLong("centred-inputs"), inversion: .prefixedNo,
+          help: "Measure contributions from the centre of each activation (0.5 for step and sigmoid; docs/MATH-ACTIVATIONS.md). Default: on for step and sigmoid under LFP.")
+    var centredInputsOption: Bool?
+    @Option(name: .customLong("optimizer"), help: "sgd, adam or adamw (default: the --activation's recipe; sgd for ReLU).") var optimizerOption: String?
+    @Option(help: "Learning rate (default: the --activation's recipe for LFP, 0.003 for ReLU; 0.01 for gradient descent).") var lr: Float?
     @Option(help: "SGD momentum.") var momentum: Float = 0.9
     @Flag(help: "Nesterov momentum.") var nesterov = false
     @Option(help: "Weight decay.") var weightDecay: Float = 0
     @Option(help: "constant, step:N[:gamma], multistep:m1,m2[:gamma], cosine, onecycle (stepped per batch; cosine anneals over the whole run).") var schedule = "cosine"
-    @Option(help: "Clip the update direction to this global L2 norm.") var clip: Float?
+    @Option(name: .customLong("clip"), help: "Clip the update direction to this global L2 norm (default: 3 for step networks under LFP, else none).")
+    var clipOption: Float?
     @Option(help: "Unit-wise adaptive clipping (AGC) with this clipping factor, e.g. 0.01.") var agc: Float?
     @Option(help: "Spiking models, --method gradient: surrogate derivative atan, fast-sigmoid or heaviside (the true, zero derivative).") var surrogate = "atan"
     @Option(help: "Epochs.") var epochs = 3
-    @Option(help: "Batch size.") var batchSize = 32
+    @Option(name: .customLong("batch-size"), help: "Batch size (default: the --activation's recipe; 32).") var batchSizeOption: Int?
     @Option(help: "Use only the first N training samples.") var trainLimit: Int?
     @Option(help: "Use only the first N test samples.") var testLimit: Int?
     @Option(help: "Random seed (initialisation, data order, dropout).") var seed: UInt64 = 1
@@ -102,10 +108,23 @@ struct Train: ParsableCommand {
 
     var resuming: Bool { resume != nil }
 
+    /// The settings `--activation` suggests for LFP (docs/MATH-ACTIVATIONS.md); every option
+    /// overrides its part. Gradient descent keeps the standard settings.
+    var recipe: ActivationRecipe {
+        guard method != "gradient", let activation = try? modelOptions.parsedActivation() else { return .standard }
+        return .lfp(for: activation)
+    }
+    var composite: String { compositeOption ?? recipe.composite }
+    var feedback: String { feedbackOption ?? recipe.feedback }
+    var optimizer: String { optimizerOption ?? recipe.optimizer }
+    var batchSize: Int { batchSizeOption ?? recipe.batchSize }
+    var clip: Float? { clipOption ?? recipe.clip }
+    var centredInputs: Bool { centredInputsOption ?? recipe.centredInputs }
+
     /// The options that define the run, as arguments (saved to run.json, replayed by --resume).
     var arguments: [String] {
         var a = ["--model", modelOptions.model, "--activation", modelOptions.activation, "--dropout", "\(modelOptions.dropout)",
-                 "--noise", "\(modelOptions.noise)",
+                 "--noise", "\(modelOptions.noise ?? recipe.noise)",
                  "--width", "\(modelOptions.width)", "--dataset", dataset, "--method", method, "--pretrain-steps", "\(pretrainSteps)",
                  "--composite", composite, "--feedback", feedback, "--reduction", reduction, "--optimizer", optimizer,
                  "--momentum", "\(momentum)", "--weight-decay", "\(weightDecay)", "--schedule", schedule,
@@ -121,6 +140,7 @@ struct Train: ParsableCommand {
         if let checkpointEvery { a += ["--checkpoint-every", "\(checkpointEvery)"] }
         if nesterov { a.append("--nesterov") }
         if backwardNormalization { a.append("--backward-normalization") }
+        a.append(centredInputs ? "--centred-inputs" : "--no-centred-inputs")
         return a
     }
 
@@ -147,6 +167,7 @@ struct Train: ParsableCommand {
         guard ["lfp", "gradient", "gradient-then-lfp"].contains(method) else {
             throw ValidationError("unknown --method '\(method)'; valid: lfp, gradient, gradient-then-lfp")
         }
+        if modelOptions.noise == nil && !modelOptions.isSpiking { modelOptions.noise = recipe.noise }
         guard ["sgd", "adam", "adamw"].contains(optimizer.lowercased()) else { throw ValidationError("unknown --optimizer '\(optimizer)'; valid: sgd, adam, adamw") }
         guard ["sum", "mean"].contains(reduction) else { throw ValidationError("unknown --reduction '\(reduction)'; valid: sum, mean") }
         do { _ = try Composite.preset(named: composite) } catch { throw ValidationError("\(error)") }
@@ -241,7 +262,7 @@ struct Train: ParsableCommand {
         testSet = try testSet.normalized(mean: state.normalizationMean, std: state.normalizationStd)
 
         let lfpMethod = method != "gradient"
-        let learningRate = lr ?? (lfpMethod ? 0.003 : 0.01)
+        let learningRate = lr ?? (lfpMethod ? recipe.learningRate : 0.01)
         let optimizerValue = AnyOptimizer(makeOptimizer(lr: learningRate))
         let agcValue = agc.map { AdaptiveGradientClipping(clipping: $0) }
         let reductionValue: Reduction = reduction == "mean" ? .mean : .sum
@@ -278,7 +299,8 @@ struct Train: ParsableCommand {
             var model = try modelOptions.build(inputShape: trainSet.sampleShape, classes: trainSet.classCount, seed: seed)
             if resuming { try Checkpoint.restore(&model, from: context.modelPath) }
             try Distributed.broadcastParameters(&model, comm)
-            let options = PropagationOptions(reduction: reductionValue, backwardNormalization: backwardNormalization)
+            let options = PropagationOptions(reduction: reductionValue, backwardNormalization: backwardNormalization,
+                                             centredInputs: centredInputs)
             var trainer = try Trainer(model: model, optimizer: optimizerValue,
                                       method: method == "lfp" ? .lfp : .gradient(.softmaxCrossEntropy),
                                       composite: try Composite.preset(named: composite), feedback: try FeedbackFunction.named(feedback),
@@ -367,6 +389,10 @@ struct Train: ParsableCommand {
 
         if !quiet {
             let config = BLAS.configuration
+            if isRoot && !resuming && recipe != .standard {
+                // Say what the --activation picked and what the user overrode.
+                FileHandle.standardError.write(Data("lfp train: recipe for --activation \(modelOptions.activation) under LFP: \(recipe.summary) (options given override it)\n".utf8))
+            }
             FileHandle.standardError.write(Data("""
             lfp train: \(modelOptions.model) (\(trainer.parameterModel.parameterCount) parameters) on \(dataset) (\(trainSet.count) train / \(testSet.count) test, \(trainSet.sampleShape)), \
             \(describe), \(optimizer) lr \(learningRate) \(self.schedule), batch \(batchSize), \

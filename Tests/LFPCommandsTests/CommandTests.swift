@@ -110,6 +110,28 @@ func runProcess(_ url: URL, _ arguments: [String], environment: [String: String]
         #expect(throws: (any Error).self) { try runLFP(["train", "--dataset", "mnist", "--data-dir", "/nonexistent", "--quiet"]) }
     }
 
+    /// `--activation step|sigmoid` picks its LFP recipe; every option given overrides its part;
+    /// ReLU and gradient descent keep the standard settings.
+    @Test func activationPicksItsRecipeAndOptionsOverrideIt() throws {
+        func train(_ arguments: [String]) throws -> Train { try #require(try LFPCommand.parseAsRoot(["train"] + arguments) as? Train) }
+        let step = try train(["--activation", "step"])
+        #expect(step.composite == "scaled-epsilon:0.25" && step.centredInputs && step.feedback == "softmax")
+        #expect(step.clip == 3 && step.modelOptions.noise == 0.1 && step.batchSize == 32 && step.optimizer == "sgd")
+        let overridden = try train(["--activation", "step", "--composite", "epsilon:1", "--no-centred-inputs", "--noise", "0",
+                                    "--clip", "5", "--batch-size", "64", "--feedback", "sigmoid"])
+        #expect(overridden.composite == "epsilon:1" && !overridden.centredInputs && overridden.modelOptions.noise == 0)
+        #expect(overridden.clip == 5 && overridden.batchSize == 64 && overridden.feedback == "sigmoid")
+        let sigmoid = try train(["--activation", "sigmoid"])
+        #expect(sigmoid.optimizer == "adam" && sigmoid.centredInputs && sigmoid.recipe == .lfp(for: .sigmoid))
+        for plain in [["--activation", "relu"], ["--activation", "tanh"], ["--activation", "step", "--method", "gradient"]] {
+            let t = try train(plain)
+            #expect(t.recipe == .standard && t.composite == "epsilon" && !t.centredInputs && t.clip == nil, "\(plain)")
+            #expect(t.modelOptions.noise == 0 && t.feedback == "sigmoid" && t.batchSize == 32, "\(plain)")
+        }
+        // run.json records the resolved values, so a resumed run replays them.
+        #expect(step.arguments.contains("--centred-inputs") && step.arguments.contains("scaled-epsilon:0.25"))
+    }
+
     @Test func stepBenchmarkRuns() throws {
         let r = try StepBench.run(model: "lenet1x28", batch: 2, method: "lfp", steps: 2, warmup: 1)
         #expect(r.median_ms > 0 && r.samples_per_s > 0 && r.peak_rss_mb > 0)

@@ -28,7 +28,7 @@ public enum Activation: Sendable, Equatable, CustomStringConvertible {
     /// The activation's centre: the midpoint of its values on either side of 0,
     /// `(g(0-) + g(0+)) / 2` (0.5 for the step and the sigmoid, 0 for the others). With
     /// `PropagationOptions.centredInputs` LFP measures contributions from this point
-    /// (LFP-MATH.md section 8).
+    /// (docs/MATH-ACTIVATIONS.md).
     public var centre: Float {
         switch self {
         case .step, .sigmoid: 0.5

@@ -13,7 +13,7 @@ public struct PropagationOptions: Sendable {
     /// Measure each connection's contribution from the centre of the activation that feeds it:
     /// `z_ij = (a_i - c) w_ij` with `c = Activation.centre` (0.5 for step and sigmoid, 0 for
     /// the others, which are unchanged), the rest `c * sum_i w_ij` joining the bias as a fixed
-    /// reference that receives no feedback (LFP-MATH.md section 8).
+    /// reference that receives no feedback (docs/MATH-ACTIVATIONS.md).
     public var centredInputs = false
 
     public init(reduction: Reduction = .sum, backwardNormalization: Bool = false,

@@ -14,7 +14,7 @@ public enum Rule: Sendable, Equatable, CustomStringConvertible {
     case zPlusZMinus(epsilon: Float)
     /// LFP-epsilon with a stabiliser relative to the layer's scale:
     /// `stab(z_j) = z_j + sign(z_j) * k * rms_n(z)`, where `rms_n(z)` is the root mean square of
-    /// sample n's outputs of the layer (LFP-MATH.md section 8). Bounds `|f / stab(z)|` by
+    /// sample n's outputs of the layer (docs/MATH-ACTIVATIONS.md). Bounds `|f / stab(z)|` by
     /// `|f| / (k rms)` for units whose output does not shrink with `z` (step, sigmoid).
     case scaledEpsilon(Float)
 
@@ -118,7 +118,7 @@ extension Rule {
                 d.formZipMap(z) { dj, zj in zj >= 0 ? 1 / (dj + eps) : -1 / (dj + eps) }
                 s.formZipMap(d, *)
             case .scaledEpsilon(let k):
-                // Per sample n: stab(z) = z + sign(z) k rms_n(z)  (LFP-MATH.md section 8).
+                // Per sample n: stab(z) = z + sign(z) k rms_n(z)  (docs/MATH-ACTIVATIONS.md).
                 let n = z.shape[0], width = z.count / max(1, n)
                 s.storage.withUnsafeMutableBufferPointer { ps in
                     z.storage.withUnsafeBufferPointer { pz in
