@@ -64,15 +64,23 @@ struct JSONParser {
     private let bytes: [UInt8]
     private var position = 0
     private let maxDepth: Int
+    private let maxValues: Int
+    private var valueCount = 0
 
-    init(_ bytes: [UInt8], maxDepth: Int = 64) {
+    /// The default cap on the number of values in one document. Each parsed value costs about
+    /// 50 bytes, so a 100 MB safetensors header of `[0,0,0,...]` would otherwise take 2.5 GB;
+    /// 10 million values (about a million tensors' entries) bound it near 500 MB.
+    static let defaultMaxValues = 10_000_000
+
+    init(_ bytes: [UInt8], maxDepth: Int = 64, maxValues: Int = defaultMaxValues) {
         self.bytes = bytes
         self.maxDepth = maxDepth
+        self.maxValues = maxValues
     }
 
     /// Parses one complete document; only whitespace may follow the value.
-    static func parse(_ bytes: [UInt8]) throws(JSONSyntaxError) -> JSONValue {
-        var parser = JSONParser(bytes)
+    static func parse(_ bytes: [UInt8], maxValues: Int = defaultMaxValues) throws(JSONSyntaxError) -> JSONValue {
+        var parser = JSONParser(bytes, maxValues: maxValues)
         parser.skipWhitespace()
         let value = try parser.parseValue(depth: 0)
         parser.skipWhitespace()
@@ -97,6 +105,8 @@ struct JSONParser {
 
     private mutating func parseValue(depth: Int) throws(JSONSyntaxError) -> JSONValue {
         guard depth <= maxDepth else { throw error("nesting deeper than \(maxDepth) levels") }
+        valueCount += 1
+        guard valueCount <= maxValues else { throw error("more than \(maxValues) values") }
         guard position < bytes.count else { throw error("unexpected end of input") }
         switch bytes[position] {
         case UInt8(ascii: "{"): return try parseObject(depth: depth)
