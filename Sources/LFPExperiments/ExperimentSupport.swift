@@ -430,6 +430,8 @@ public struct RunSettings: Sendable {
     public var gradientSteps = 0
     /// Record weight statistics every this many steps (nil: only per epoch).
     public var probeEvery: Int?
+    /// Clip the update direction to this global L2 norm.
+    public var clipNorm: Float? = nil
 
     public init(method: TrainingMethod, composite: Composite = .uniform(.epsilon), feedback: FeedbackFunction = .sigmoid,
                 options: PropagationOptions = .init(), optimizer: OptimizerChoice, schedule: LearningRateSchedule = .constant,
@@ -490,6 +492,7 @@ public enum Runs {
         let lfpAfterGradient = settings.gradientSteps > 0
         var trainer = try Trainer(model: model, optimizer: settings.optimizer.make(), method: settings.method,
                                   composite: settings.composite, feedback: settings.feedback, options: settings.options)
+        trainer.clipNorm = settings.clipNorm
         let initial = model
         let initialAccuracy = Fit.accuracy(model, on: test)
         let batches = (train.count + settings.batchSize - 1) / settings.batchSize
