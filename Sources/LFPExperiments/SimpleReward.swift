@@ -146,7 +146,10 @@ public enum SimpleReward {
             logit of its wrong half pushed further down). Rewarding the predicted class instead lowers a wrongly predicted \
             logit, which can correct mistakes. The same argument applies to the reference's rewards: the correct-class reward \
             only reinforces what is already right (a one-class predictor stays a fixed point), while the misclassification \
-            reward lowers every logit that beats the true one, so it (and the sum of both) can correct mistakes.
+            reward lowers every logit that beats the true one, so it (and the sum of both) can correct mistakes. With two \
+            classes the sum of the reference's two rewards is exactly our predicted-class reward (a wrong prediction's class \
+            is the one class above the true one), so those two rows agree step by step. Of the reference's rewards alone, the \
+            misclassification reward learns only partly: it never reinforces what is right, so accuracy rises and falls.
             """)
         report.table(["variant", "acc. before training", "acc. step 10", "acc. step 40", "acc. step 120", "final acc.", "lowest acc. after step 40", "std of acc. over the last 40 steps", "diverged runs"],
                      variants.map { v in [v.label, fmt(at(v.key, 0)), fmt(at(v.key, 10)), fmt(at(v.key, 40)), fmt(at(v.key, 120)), fmt(at(v.key, Int.max)),
