@@ -5,6 +5,7 @@
 #   scripts/fuzz.sh all SECONDS                              build every target, fuzz each in turn
 #   scripts/fuzz.sh build [TARGET...]                        only build
 #   scripts/fuzz.sh list                                     list the targets
+#   scripts/fuzz.sh report [LOG...]                          Markdown rows of the figures of runs
 #
 # Targets (Fuzz/Targets/TARGET.swift): idx gzip cifar10 csv safetensors json checkpoint.
 # Everything is built in .build-fuzz/ with swiftc directly, apart from the main package's
@@ -22,7 +23,7 @@ ROOT=$PWD
 OUT=$ROOT/.build-fuzz
 TARGETS=(idx gzip cifar10 csv safetensors json checkpoint)
 
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 64; }
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 64; }
 
 find_swiftc() {
   if command -v swiftc >/dev/null 2>&1; then command -v swiftc; return; fi
@@ -105,7 +106,7 @@ run_target() {
   [ -d "$ROOT/Fuzz/Seeds/$target" ] && seeds+=("$ROOT/Fuzz/Seeds/$target")
   # Seed with the committed corrupt corpus and earlier findings of the same format.
   local prefix=$target
-  case $target in gzip|checkpoint) prefix= ;; cifar10) prefix=cifar ;; esac
+  case $target in gzip) prefix=idx-gzip ;; json|checkpoint) prefix=safetensors ;; cifar10) prefix=cifar ;; esac
   if [ -n "$prefix" ]; then
     local regression=$OUT/regression/$target
     rm -rf "$regression"; mkdir -p "$regression"
@@ -146,9 +147,37 @@ summarise() {
   fi
 }
 
+# One Markdown table row per log: target, start, seconds, executions, executions/s, coverage
+# (libFuzzer's cov: at start -> end, of the instrumented edges), features, corpus, and the
+# execution that last found new coverage.
+report() {
+  local log t start secs execs rate done_line cov ft corp init counters last
+  for log in "$@"; do
+    t=$(basename "$log" | sed 's/-[0-9]\{8\}T[0-9]*Z\.log$//')
+    start=$(basename "$log" .log | sed 's/.*-\([0-9]\{8\}T[0-9]*Z\)$/\1/')
+    secs=$(grep -o -- '-max_total_time=[0-9]*' "$log" | head -1 | cut -d= -f2)
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
+    rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
+    done_line=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -1 || true)
+    cov=$(echo "$done_line" | grep -o 'cov: [0-9]*' | cut -d' ' -f2 || true)
+    ft=$(echo "$done_line" | grep -o 'ft: [0-9]*' | cut -d' ' -f2 || true)
+    corp=$(echo "$done_line" | grep -o 'corp: [0-9]*/[0-9A-Za-z]*' | cut -d' ' -f2 || true)
+    init=$(grep -E '^#[0-9]+[[:space:]]+INITED' "$log" | tail -1 | grep -o 'cov: [0-9]*' | cut -d' ' -f2 || true)
+    counters=$(sed -n 's/.*Loaded 1 modules *(\([0-9]*\) inline.*/\1/p' "$log" | head -1)
+    last=$(awk '/^#[0-9]+/ { match($0, /cov: [0-9]+/); c = substr($0, RSTART + 5, RLENGTH - 5) + 0; if (c > l) { l = c; at = $1 } } END { print at }' "$log")
+    echo "| \`$t\` | $start | ${secs:-?} | ${execs:-?} | ${rate:-?} | ${init:-?} → ${cov:-?} (of ${counters:-?}) | ${ft:-?} | ${corp:-?} | ${last:-?} |"
+  done
+}
+
 [ $# -ge 1 ] || usage
 case $1 in
   list) printf '%s\n' "${TARGETS[@]}" ;;
+  report)
+    shift
+    if [ $# -eq 0 ]; then set -- "$OUT"/logs/*.log; fi
+    echo "| Target | Started (UTC) | Seconds | Executions | Exec/s | Coverage (edges) | Features | Corpus | Last new coverage at |"
+    echo "|---|---|---|---|---|---|---|---|---|"
+    report "$@" ;;
   build)
     check_runtime; shift
     for t in "${@:-${TARGETS[@]}}"; do build_target "$t"; done ;;
