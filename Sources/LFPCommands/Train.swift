@@ -12,7 +12,7 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Activation: relu, step, sigmoid, tanh, silu, elu, leaky-relu.") var activation = "relu"
     @Option(help: "Dropout after hidden dense layers (the paper's mlp/lenet use 0.5).") var dropout: Float = 0
     @Option(help: "Width multiplier for vgg16 / vgg-like.") var width: Float = 1
-    @Option(help: "Gaussian noise (std) added in training before every Linear/Conv2d layer (default: 0.1 for step networks under LFP, as in the paper; else 0).") var noise: Float?
+    @Option(help: "Gaussian noise (std) added in training before every Linear/Conv2d layer (the paper uses 0.1 for step networks; default 0).") var noise: Float?
     @Option(help: "Spiking models: time steps per input.") var timesteps = 15
     @Option(help: "Spiking models: membrane decay beta.") var beta: Float = 0.9
     @Option(help: "Spiking models: firing threshold.") var threshold: Float = 1
@@ -90,7 +90,7 @@ struct Train: ParsableCommand {
     @Flag(help: "Nesterov momentum.") var nesterov = false
     @Option(help: "Weight decay.") var weightDecay: Float = 0
     @Option(help: "constant, step:N[:gamma], multistep:m1,m2[:gamma], cosine, onecycle (stepped per batch; cosine anneals over the whole run).") var schedule = "cosine"
-    @Option(name: .customLong("clip"), help: "Clip the update direction to this global L2 norm (default: 3 for step networks under LFP, else none).")
+    @Option(name: .customLong("clip"), help: "Clip the update direction to this global L2 norm (default: none).")
     var clipOption: Float?
     @Option(help: "Unit-wise adaptive clipping (AGC) with this clipping factor, e.g. 0.01.") var agc: Float?
     @Option(help: "Spiking models, --method gradient: surrogate derivative atan, fast-sigmoid or heaviside (the true, zero derivative).") var surrogate = "atan"
@@ -154,6 +154,8 @@ struct Train: ParsableCommand {
                 throw ValidationError("--resume \(dir): cannot read \(url.path) (not a run directory of lfp train)")
             }
             var replay = try Train.parse(saved + ["--output", dir])
+            // Runs saved before centred inputs existed trained without them.
+            if !saved.contains("--centred-inputs") && !saved.contains("--no-centred-inputs") { replay.centredInputsOption = false }
             replay.resume = dir
             replay.threads = threads ?? replay.threads
             replay.quiet = quiet
@@ -309,7 +311,7 @@ struct Train: ParsableCommand {
             trainer.adaptiveClipping = agcValue
             let pretrain = method == "gradient-then-lfp" ? pretrainSteps : 0
             try runLoop(&trainer, state: &state, resumedTensors: resumedTensors, context: context,
-                        describe: lfpMethod ? "\(method) [\(composite), \(feedback) feedback]" : method,
+                        describe: lfpMethod ? "\(method) [\(composite)\(centredInputs ? ", centred inputs" : ""), \(feedback) feedback]" : method,
                         beforeStep: { step, t in
                             // gradient-then-lfp: gradient descent for the first steps, then LFP.
                             if pretrain > 0 { t.method = step < pretrain ? .gradient(.softmaxCrossEntropy) : .lfp }

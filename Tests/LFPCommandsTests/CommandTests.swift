@@ -116,10 +116,10 @@ func runProcess(_ url: URL, _ arguments: [String], environment: [String: String]
         func train(_ arguments: [String]) throws -> Train { try #require(try LFPCommand.parseAsRoot(["train"] + arguments) as? Train) }
         let step = try train(["--activation", "step"])
         #expect(step.composite == "scaled-epsilon:0.25" && step.centredInputs && step.feedback == "softmax")
-        #expect(step.clip == 3 && step.modelOptions.noise == 0.1 && step.batchSize == 32 && step.optimizer == "sgd")
-        let overridden = try train(["--activation", "step", "--composite", "epsilon:1", "--no-centred-inputs", "--noise", "0",
+        #expect(step.clip == nil && step.modelOptions.noise == 0 && step.batchSize == 32 && step.optimizer == "sgd")
+        let overridden = try train(["--activation", "step", "--composite", "epsilon:1", "--no-centred-inputs", "--noise", "0.1",
                                     "--clip", "5", "--batch-size", "64", "--feedback", "sigmoid"])
-        #expect(overridden.composite == "epsilon:1" && !overridden.centredInputs && overridden.modelOptions.noise == 0)
+        #expect(overridden.composite == "epsilon:1" && !overridden.centredInputs && overridden.modelOptions.noise == 0.1)
         #expect(overridden.clip == 5 && overridden.batchSize == 64 && overridden.feedback == "sigmoid")
         let sigmoid = try train(["--activation", "sigmoid"])
         #expect(sigmoid.optimizer == "adam" && sigmoid.centredInputs && sigmoid.recipe == .lfp(for: .sigmoid))
