@@ -122,7 +122,7 @@ func runProcess(_ url: URL, _ arguments: [String], environment: [String: String]
         #expect(overridden.composite == "epsilon:1" && !overridden.centredInputs && overridden.modelOptions.noise == 0.1)
         #expect(overridden.clip == 5 && overridden.batchSize == 64 && overridden.feedback == "sigmoid")
         let sigmoid = try train(["--activation", "sigmoid"])
-        #expect(sigmoid.optimizer == "adam" && sigmoid.centredInputs && sigmoid.recipe == .lfp(for: .sigmoid))
+        #expect(sigmoid.optimizer == "adam" && sigmoid.centredInputs && sigmoid.composite == "epsilon" && sigmoid.recipe == .lfp(for: .sigmoid))
         for plain in [["--activation", "relu"], ["--activation", "tanh"], ["--activation", "step", "--method", "gradient"]] {
             let t = try train(plain)
             #expect(t.recipe == .standard && t.composite == "epsilon" && !t.centredInputs && t.clip == nil, "\(plain)")
