@@ -2,15 +2,43 @@
 # LeNet on Fashion-MNIST with every activation, 5 epochs, 2 seeds: LFP with the activation's recipe
 # (`lfp train --activation X` defaults, docs/MATH-ACTIVATIONS.md), plain LFP-epsilon where the recipe
 # differs (step, sigmoid) and gradient descent at its defaults. Runs `lfp experiment activations --full`
-# (about 45 minutes on 2 cores) and copies its per-epoch results to benchmarks/activations.csv and the
+# (about an hour on 2 cores) and writes, from its log, one row per run and epoch to
+# benchmarks/activations.csv (also when the run is stopped early: the runs finished so far), and the
 # feedback growth at initialisation to benchmarks/activations-feedback-growth.csv.
 # Usage: bash benchmarks/activations.sh [output directory, default runs/activations-full]
-set -euo pipefail
+#        bash benchmarks/activations.sh --convert DIR   (only rewrite the CSVs from DIR/experiment.log)
+set -uo pipefail
 cd "$(dirname "$0")/.."
-out=${1:-runs/activations-full}
-lfp=${LFP:-.build/release/lfp}
-[ -n "${LFP:-}" ] || swift build -c release --product lfp >/dev/null
-"$lfp" experiment activations --full --output "$out"
-cp "$out/results.csv" benchmarks/activations.csv
-cp "$out/feedback-growth.csv" benchmarks/activations-feedback-growth.csv
-echo "wrote benchmarks/activations.csv and benchmarks/activations-feedback-growth.csv; report: $out/report.md"
+status=0
+if [ "${1:-}" = --convert ]; then
+  out=$2
+else
+  out=${1:-runs/activations-full}
+  lfp=${LFP:-.build/release/lfp}
+  [ -n "${LFP:-}" ] || swift build -c release --product lfp >/dev/null || exit 1
+  mkdir -p "$out"
+  "$lfp" experiment activations --full --output "$out" 2>&1 | tee "$out/experiment.log"
+  status=${PIPESTATUS[0]}
+fi
+{
+  echo "activation,method,seed,epoch,test_accuracy,settings"
+  # Lines such as "[ 709s] step lfp-recipe seed 1: 0.809 0.815 0.831 0.830 0.833 (106 s)".
+  grep -E '^\[ *[0-9]+s\] [a-z-]+ (lfp-recipe|lfp-epsilon|gradient) seed [0-9]+:' "$out/experiment.log" | sed 's/^\[ *[0-9]*s\] //' |
+  while read -r activation method _ seed rest; do
+    case "$method/$activation" in
+      lfp-recipe/step) settings="--composite scaled-epsilon:0.25 --centred-inputs --feedback softmax --optimizer sgd --lr 0.01 --batch-size 32" ;;
+      lfp-recipe/sigmoid) settings="--composite epsilon --centred-inputs --feedback softmax --optimizer adam --lr 0.03 --batch-size 32" ;;
+      lfp-*) settings="--composite epsilon --feedback sigmoid --optimizer sgd --lr 0.003 --batch-size 32" ;;
+      *) settings="--method gradient --optimizer sgd --lr 0.01 --batch-size 32" ;;
+    esac
+    epoch=0
+    for accuracy in $rest; do
+      case "$accuracy" in \(*) break ;; esac
+      epoch=$((epoch + 1))
+      echo "$activation,$method,${seed%:},$epoch,$accuracy,$settings"
+    done
+  done
+} > benchmarks/activations.csv
+[ -f "$out/feedback-growth.csv" ] && cp "$out/feedback-growth.csv" benchmarks/activations-feedback-growth.csv
+echo "wrote benchmarks/activations.csv ($(($(wc -l < benchmarks/activations.csv) - 1)) rows); report: $out/report.md" >&2
+exit "$status"
