@@ -159,6 +159,15 @@ report() {
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
     done_line=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -1 || true)
+    if [ -z "$done_line" ]; then
+      # Stopped by a finding: the last status line, and the time from executions / rate.
+      done_line=$(grep -E '^#[0-9]+[[:space:]].*cov: ' "$log" | tail -1 || true)
+      if [ -n "${execs:-}" ] && [ -n "${rate:-}" ] && [ "$rate" -gt 0 ]; then
+        secs="≈$((execs / rate)) (stopped by a finding)"
+      else
+        secs="? (stopped by a finding)"
+      fi
+    fi
     cov=$(echo "$done_line" | grep -o 'cov: [0-9]*' | cut -d' ' -f2 || true)
     ft=$(echo "$done_line" | grep -o 'ft: [0-9]*' | cut -d' ' -f2 || true)
     corp=$(echo "$done_line" | grep -o 'corp: [0-9]*/[0-9A-Za-z]*' | cut -d' ' -f2 || true)
