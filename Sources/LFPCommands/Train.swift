@@ -153,6 +153,9 @@ struct Train: ParsableCommand {
             guard let data = try? Data(contentsOf: url), let saved = try? JSONDecoder().decode([String].self, from: data) else {
                 throw ValidationError("--resume \(dir): cannot read \(url.path) (not a run directory of lfp train)")
             }
+            guard !saved.contains("--resume") else {
+                throw ValidationError("--resume \(dir): \(url.path) names --resume itself (not a run directory written by lfp train)")
+            }
             var replay = try Train.parse(saved + ["--output", dir])
             // Runs saved before centred inputs existed trained without them.
             if !saved.contains("--centred-inputs") && !saved.contains("--no-centred-inputs") { replay.centredInputsOption = false }
@@ -244,6 +247,10 @@ struct Train: ParsableCommand {
             let (tensors, meta) = try SafeTensors.read(statePath)
             guard let json = meta["lfp.run_state"], let decoded = try? JSONDecoder().decode(RunState.self, from: Data(json.utf8)) else {
                 throw ValidationFailure("\(statePath): no run state in its metadata; cannot resume")
+            }
+            guard decoded.epoch >= 1, decoded.progress.nextBatch >= 0, decoded.progress.seen >= 0, decoded.progress.correct >= 0,
+                  decoded.secondsSoFar.isFinite, decoded.epochSecondsSoFar.isFinite else {
+                throw ValidationFailure("\(statePath): run state out of range (epoch \(decoded.epoch), next batch \(decoded.progress.nextBatch)); cannot resume")
             }
             state = decoded
             resumedTensors = tensors

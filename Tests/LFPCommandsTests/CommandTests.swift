@@ -210,6 +210,14 @@ func runProcess(_ url: URL, _ arguments: [String], environment: [String: String]
         #expect(a == b)
     }
 
+    /// A run.json that names --resume itself would make --resume recurse (found by fuzzing review).
+    @Test func resumeOfARunJSONNamingResumeFailsClearly() throws {
+        let dir = temporaryDirectory("resume-loop")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try JSONEncoder().encode(["--resume", dir.path]).write(to: dir.appendingPathComponent("run.json"))
+        #expect(throws: (any Error).self) { try LFPCommand.parseAsRoot(["train", "--resume", dir.path]) }
+    }
+
     @Test func resumeOfANonRunDirectoryFailsClearly() {
         #expect(throws: (any Error).self) { try LFPCommand.parseAsRoot(["train", "--resume", "/nonexistent-run"]) }
     }
