@@ -3,8 +3,8 @@
 /// Activations that are about proportional to their input near 0 (ReLU, leaky ReLU, tanh, SiLU,
 /// ELU) train with the library's defaults. The step function and the sigmoid are not: their
 /// output at `z = 0` is 0.5 (step: 0 or 1), so `f / stab(z)` explodes under LFP-epsilon. For them
-/// the recipe measures contributions from the activation's centre (`centredInputs`) and bounds
-/// the stabiliser relative to the layer's scale (`scaled-epsilon`). The command line applies a
+/// the recipe measures contributions from the activation's centre (`centredInputs`), and for the
+/// step also bounds the stabiliser relative to the layer's scale (`scaled-epsilon`). The command line applies a
 /// recipe for `--activation` and lets every option override it.
 public struct ActivationRecipe: Sendable, Equatable {
     /// A composite or rule name for ``Composite/preset(named:)``.
