@@ -1,23 +1,12 @@
 // Fuzz target `checkpoint`: what `lfp train --resume DIR` and `lfp evaluate` read from a
 // checkpoint file: the safetensors file itself, the run state that `lfp train` keeps as JSON in
-// its metadata (`lfp.run_state`, decoded by Foundation's JSONDecoder into the same fields as
-// `Train.RunState`), the normalisation statistics in it (applied to a dataset), and
+// its metadata (`lfp.run_state`, decoded and range-checked by `RunState.decode` as `lfp train
+// --resume` does), the normalisation statistics in it (applied to a dataset), and
 // `Checkpoint.restore` of the tensors into a small model (names, shapes, finiteness).
 import Foundation
 import LFP
 import LFPData
 import LFPTensor
-
-/// The fields of `Train.RunState` (LFPCommands), which is internal to the command target.
-struct RunState: Codable {
-    var epoch = 1
-    var progress = Fit.EpochProgress()
-    var history: [EpochMetrics] = []
-    var secondsSoFar = 0.0
-    var epochSecondsSoFar = 0.0
-    var normalizationMean: [Float] = []
-    var normalizationStd: [Float] = []
-}
 
 private let template: Sequential = {
     var rng = SeededRandom(seed: 1)
@@ -45,7 +34,11 @@ public func fuzzCheckpoint(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     } catch {
         fatalError("contract: Checkpoint.metadata threw \(type(of: error)): \(error)")
     }
-    if let json = metadata["lfp.run_state"], let state = try? JSONDecoder().decode(RunState.self, from: Data(json.utf8)) {
+    do throws(Checkpoint.Error) {
+        let state = try RunState.decode(metadata: metadata, file: path)
+        guard state.epoch >= 1, state.progress.nextBatch >= 0, state.progress.correct <= state.progress.seen else {
+            fatalError("invariant: RunState.decode accepted a state out of range")
+        }
         _ = state.progress.objective + state.progress.accuracy
         do {
             // Extreme statistics may give non-finite features, which training reports as a numerical
@@ -55,6 +48,8 @@ public func fuzzCheckpoint(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         } catch {
             guard !error.description.contains(where: { $0.isNewline }) else { fatalError("contract: \(error)") }
         }
+    } catch {
+        checkCheckpointError(error, file: path)
     }
     var model = template
     do {
@@ -65,11 +60,16 @@ public func fuzzCheckpoint(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     } catch let error as DataError {
         checkRejection(error, file: path)
     } catch let error as Checkpoint.Error {
-        let text = error.description
-        guard text.contains(path), !text.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }),
-              !text.contains(where: { $0.isNewline }) else { fatalError("contract: \(text.debugDescription)") }
+        checkCheckpointError(error, file: path)
     } catch {
         fatalError("contract: Checkpoint.restore threw \(type(of: error)): \(error)")
     }
     return 0
+}
+
+/// A `Checkpoint.Error` must be one printable line naming the file.
+private func checkCheckpointError(_ error: Checkpoint.Error, file path: String) {
+    let text = error.description
+    guard text.contains(path), !text.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }),
+          !text.contains(where: { $0.isNewline }) else { fatalError("contract: \(text.debugDescription)") }
 }

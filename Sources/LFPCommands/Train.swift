@@ -224,17 +224,6 @@ struct Train: ParsableCommand {
         }
     }
 
-    /// The state a run checkpoints besides the weights, so that `--resume` continues exactly.
-    struct RunState: Codable {
-        var epoch = 1
-        var progress = Fit.EpochProgress()
-        var history: [EpochMetrics] = []
-        var secondsSoFar = 0.0
-        var epochSecondsSoFar = 0.0
-        var normalizationMean: [Float] = []
-        var normalizationStd: [Float] = []
-    }
-
     func train(_ comm: any Communicator) throws {
         if let threads { BLAS.setThreads(threads) }
         BLAS.configure()
@@ -245,14 +234,7 @@ struct Train: ParsableCommand {
         var resumedTensors: [String: TensorRecord]? = nil
         if resuming {
             let (tensors, meta) = try SafeTensors.read(statePath)
-            guard let json = meta["lfp.run_state"], let decoded = try? JSONDecoder().decode(RunState.self, from: Data(json.utf8)) else {
-                throw ValidationFailure("\(statePath): no run state in its metadata; cannot resume")
-            }
-            guard decoded.epoch >= 1, decoded.progress.nextBatch >= 0, decoded.progress.seen >= 0, decoded.progress.correct >= 0,
-                  decoded.secondsSoFar.isFinite, decoded.epochSecondsSoFar.isFinite else {
-                throw ValidationFailure("\(statePath): run state out of range (epoch \(decoded.epoch), next batch \(decoded.progress.nextBatch)); cannot resume")
-            }
-            state = decoded
+            state = try RunState.decode(metadata: meta, file: statePath)
             resumedTensors = tensors
         }
 
@@ -392,8 +374,7 @@ struct Train: ParsableCommand {
             try Checkpoint.save(trainer.parameterModel, metadata: metadata, to: context.modelPath)
             var records = trainer.optimizer.stateTensors().map { TensorRecord(name: $0.key, shape: $0.value.shape, values: $0.value.storage) }
             records += epochStart.namedParameters.map { TensorRecord(name: "epoch_start/\($0.name)", shape: $0.value.shape, values: $0.value.storage) }
-            let json = String(decoding: try JSONEncoder().encode(state), as: UTF8.self)
-            try SafeTensors.write(records, metadata: ["lfp.run_state": json], to: context.statePath)
+            try SafeTensors.write(records, metadata: try state.metadata(), to: context.statePath)
         }
 
         if !quiet {

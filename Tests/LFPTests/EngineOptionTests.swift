@@ -255,3 +255,44 @@ import LFPTensor
         for i in noisy { #expect(m.layers[i + 1].kind == .linear || m.layers[i + 1].kind == .conv2d) }
     }
 }
+
+@Suite struct RunStateTests {
+    private func metadata(_ json: String) -> [String: String] { [RunState.metadataKey: json] }
+
+    @Test func roundTripsThroughMetadata() throws {
+        var state = RunState()
+        state.epoch = 3
+        state.progress.nextBatch = 7
+        state.progress.seen = 224
+        state.progress.correct = 200
+        state.normalizationMean = [0.25]
+        state.normalizationStd = [0.5]
+        let decoded = try RunState.decode(metadata: try state.metadata(), file: "s.safetensors")
+        #expect(decoded.epoch == 3 && decoded.progress == state.progress)
+        #expect(decoded.normalizationMean == [0.25] && decoded.normalizationStd == [0.5])
+    }
+
+    @Test func missingGarbageAndOutOfRangeStatesAreErrorsNamingTheFile() throws {
+        let valid = String(decoding: try JSONEncoder().encode(RunState()), as: UTF8.self)
+        let cases: [([String: String], String)] = [
+            ([:], "no run state"),
+            (metadata("{\"epoch\": "), "not valid"),
+            (metadata(valid.replacingOccurrences(of: "\"epoch\":1", with: "\"epoch\":0")), "out of range"),
+            (metadata(valid.replacingOccurrences(of: "\"nextBatch\":0", with: "\"nextBatch\":-5")), "out of range"),
+            (metadata(valid.replacingOccurrences(of: "\"correct\":0", with: "\"correct\":3")), "out of range"),
+            (metadata(valid.replacingOccurrences(of: "\"normalizationMean\":[]", with: "\"normalizationMean\":[1]")),
+             "normalisation statistics"),
+        ]
+        for (meta, expected) in cases {
+            if let json = meta.values.first { #expect(json != valid || meta.isEmpty) }
+            do throws(Checkpoint.Error) {
+                _ = try RunState.decode(metadata: meta, file: "dir/state.safetensors")
+                Issue.record("accepted \(meta)")
+            } catch {
+                #expect(error.description.hasPrefix("dir/state.safetensors: "))
+                #expect(error.description.contains(expected), "\(error.description)")
+                #expect(error.description.hasSuffix("cannot resume"))
+            }
+        }
+    }
+}

@@ -10,6 +10,8 @@ public enum Checkpoint {
         case unexpected(file: String, names: [String])
         case shapeMismatch(file: String, name: String, expected: [Int], found: [Int])
         case nonFinite(file: String, name: String)
+        /// The run state of a training checkpoint is missing, undecodable or out of range.
+        case runState(file: String, problem: String)
 
         /// One printable line (tensor names come from the file and may hold control characters).
         public var description: String { DataError.oneLine(text) }
@@ -20,6 +22,7 @@ public enum Checkpoint {
             case .unexpected(let f, let n): "\(f): unexpected tensors \(n.joined(separator: ", ")) (not parameters of this model)"
             case .shapeMismatch(let f, let n, let e, let g): "\(f): tensor \(n) has shape \(g), the model needs \(e)"
             case .nonFinite(let f, let n): "\(f): tensor \(n) holds NaN or infinite values"
+            case .runState(let f, let problem): "\(f): \(problem); cannot resume"
             }
         }
     }
