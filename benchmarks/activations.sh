@@ -5,7 +5,7 @@
 # (about an hour on 2 cores) and writes, from its log, one row per run and epoch to
 # benchmarks/activations.csv (also when the run is stopped early: the runs finished so far), and the
 # feedback growth at initialisation to benchmarks/activations-feedback-growth.csv.
-# Usage: bash benchmarks/activations.sh [output directory, default runs/activations-full]
+# Usage: bash benchmarks/activations.sh [output directory, default runs/activations-full]   (THREADS=N: BLAS threads)
 #        bash benchmarks/activations.sh --convert DIR   (only rewrite the CSVs from DIR/experiment.log)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -17,20 +17,18 @@ else
   lfp=${LFP:-.build/release/lfp}
   [ -n "${LFP:-}" ] || swift build -c release --product lfp >/dev/null || exit 1
   mkdir -p "$out"
-  "$lfp" experiment activations --full --output "$out" 2>&1 | tee "$out/experiment.log"
+  "$lfp" experiment activations --full ${THREADS:+--threads "$THREADS"} --output "$out" 2>&1 | tee "$out/experiment.log"
   status=${PIPESTATUS[0]}
 fi
 {
   echo "activation,method,seed,epoch,test_accuracy,settings"
-  # Lines such as "[ 709s] step lfp-recipe seed 1: 0.809 0.815 0.831 0.830 0.833 (106 s)".
+  # Lines such as "[ 709s] step lfp-recipe seed 1: 0.809 0.815 0.831 0.830 0.833 (106 s) | --composite ...": the
+  # accuracies after each epoch, then the settings (options of `lfp train`) after the bar.
   grep -E '^\[ *[0-9]+s\] [a-z-]+ (lfp-recipe|lfp-epsilon|gradient) seed [0-9]+:' "$out/experiment.log" | sed 's/^\[ *[0-9]*s\] //' |
-  while read -r activation method _ seed rest; do
-    case "$method/$activation" in
-      lfp-recipe/step) settings="--composite scaled-epsilon:0.25 --centred-inputs --feedback softmax --optimizer sgd --lr 0.01 --batch-size 32" ;;
-      lfp-recipe/sigmoid) settings="--composite epsilon --centred-inputs --feedback softmax --optimizer adam --lr 0.03 --batch-size 32" ;;
-      lfp-*) settings="--composite epsilon --feedback sigmoid --optimizer sgd --lr 0.003 --batch-size 32" ;;
-      *) settings="--method gradient --optimizer sgd --lr 0.01 --batch-size 32" ;;
-    esac
+  while IFS= read -r line; do
+    settings=${line#*| }
+    [ "$settings" = "$line" ] && settings=""
+    read -r activation method _ seed rest <<< "${line%%|*}"
     epoch=0
     for accuracy in $rest; do
       case "$accuracy" in \(*) break ;; esac

@@ -105,7 +105,10 @@ public enum ActivationsExperiment {
                                                batchSize: recipe.batchSize, seed: UInt64(seed))
                     settings.clipNorm = recipe.clip
                     let result = try Runs.train(net, settings, train: data.train, test: data.test)
-                    let described = { if case .gradient = method { return "SGD lr \(recipe.learningRate) momentum 0.9, batch \(recipe.batchSize)" }; return recipe.summary }()
+                    // The command line that reproduces the run (with --activation and --epochs).
+                    let described = { if case .gradient = method {
+                        return "--method gradient --optimizer \(recipe.optimizer) --lr \(recipe.learningRate) --batch-size \(recipe.batchSize)" }
+                        return recipe.summary }()
                     for e in result.epochs {
                         var row = Runs.epochRow(e)
                         row.merge(["activation": a.key, "method": m.key, "settings": described, "seed": seed, "dataset": data.name,
@@ -113,7 +116,7 @@ public enum ActivationsExperiment {
                         table.append(row)
                     }
                     curves[a.key, default: [:]][m.key, default: []].append([result.initialTestAccuracy] + result.epochs.map(\.testAccuracy))
-                    c.log("\(a.key) \(m.key) seed \(seed): \(result.epochs.map { fmt($0.testAccuracy) }.joined(separator: " ")) (\(Int(result.seconds)) s)\(result.diverged ? " diverged" : "")")
+                    c.log("\(a.key) \(m.key) seed \(seed): \(result.epochs.map { fmt($0.testAccuracy) }.joined(separator: " ")) (\(Int(result.seconds)) s)\(result.diverged ? " diverged" : "") | \(described)")
                 }
             }
         }
