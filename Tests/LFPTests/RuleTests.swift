@@ -68,6 +68,10 @@ enum NaiveLFP {
             case .scaledEpsilon(let k):
                 let d = z[j] + Double(k) * rms * sign
                 return d == 0 ? 0 : v / d * f[j]
+            case .thresholdEpsilon(let k):
+                let eps = Double(k) * rms
+                let d = z[j] + (eps + (eps > 0 ? z[j] * z[j] / eps : 0)) * sign
+                return d == 0 ? 0 : v / d * f[j]
             case .zero: return z[j] == 0 ? 0 : v / z[j] * f[j]
             case .epsilon(let e): return v / (z[j] + Double(e) * sign) * f[j]
             case .alphaBeta(let al, let be, let e):
@@ -108,7 +112,7 @@ enum NaiveLFP {
 
 @Suite struct RuleTests {
     static let rules: [Rule] = [.zero, .epsilon, .alphaBeta(alpha: 2, beta: 1, epsilon: 1e-6), .alphaBeta(alpha: 1, beta: 0, epsilon: 1e-6), .zPlusZMinus,
-                                .scaledEpsilon(0.5), .scaledEpsilon(0.05)]
+                                .scaledEpsilon(0.5), .scaledEpsilon(0.05), .thresholdEpsilon(0.25), .thresholdEpsilon(2)]
 
     static func layers() -> [(String, Layer, [Int])] {
         var rng = SeededRandom(seed: 300)
@@ -227,6 +231,9 @@ enum NaiveLFP {
         #expect((try? Rule.parse("scaled-epsilon:0.25")) == .scaledEpsilon(0.25))
         #expect(throws: LFPError.self) { try Rule.parse("scaled-epsilon:0") }
         #expect(throws: LFPError.self) { try Rule.parse("scaled-epsilon:-1") }
+        #expect((try? Rule.parse("threshold-epsilon")) == .thresholdEpsilon(Rule.defaultThresholdEpsilon))
+        #expect((try? Rule.parse("threshold-epsilon:0.5")) == .thresholdEpsilon(0.5))
+        #expect(throws: LFPError.self) { try Rule.parse("threshold-epsilon:0") }
     }
 
     /// The scaled stabiliser bounds how much a unit near z = 0 amplifies its feedback:
@@ -249,7 +256,7 @@ enum NaiveLFP {
 
     /// Centred inputs: a Linear layer after a step (and after a sigmoid through max-pooling and
     /// flattening) against the naive per-connection rule with contributions `(a_i - 0.5) w_ij`.
-    @Test(arguments: [Rule.epsilon, .scaledEpsilon(0.5), .zPlusZMinus, .alphaBeta(alpha: 2, beta: 1, epsilon: 1e-6)])
+    @Test(arguments: [Rule.epsilon, .scaledEpsilon(0.5), .thresholdEpsilon(0.5), .zPlusZMinus, .alphaBeta(alpha: 2, beta: 1, epsilon: 1e-6)])
     func centredInputsMatchNaiveContributionsFromTheCentre(rule: Rule) throws {
         var rng = SeededRandom(seed: 77)
         let top = Linear(inFeatures: 8, outFeatures: 3, rng: &rng)

@@ -17,6 +17,12 @@ public enum Rule: Sendable, Equatable, CustomStringConvertible {
     /// sample n's outputs of the layer (docs/MATH-ACTIVATIONS.md). Bounds `|f / stab(z)|` by
     /// `|f| / (k rms)` for units whose output does not shrink with `z` (step, sigmoid).
     case scaledEpsilon(Float)
+    /// LFP-epsilon whose stabiliser also grows with the output's distance from 0:
+    /// `stab(z_j) = z_j + sign(z_j) * (k * rms_n(z) + z_j^2 / (k * rms_n(z)))`. The share of
+    /// feedback a unit passes on, `|z| / |stab(z)|`, peaks at `|z| = k rms` and falls off on both
+    /// sides, so only outputs near the threshold pass feedback: for layers that feed threshold
+    /// units (the step), whose output changes only there (docs/MATH-ACTIVATIONS.md section 8.5).
+    case thresholdEpsilon(Float)
 
     /// The default stabiliser, `1e-6`.
     public static let defaultEpsilon: Float = 1e-6
@@ -42,6 +48,7 @@ public enum Rule: Sendable, Equatable, CustomStringConvertible {
         case .alphaBeta(let a, let b, _): "alpha-beta(\(a), \(b))"
         case .zPlusZMinus: "zplus-zminus"
         case .scaledEpsilon(let k): "scaled-epsilon(\(k))"
+        case .thresholdEpsilon(let k): "threshold-epsilon(\(k))"
         }
     }
 
@@ -49,8 +56,12 @@ public enum Rule: Sendable, Equatable, CustomStringConvertible {
     /// step LeNet (the small-scale table of docs/MATH-ACTIVATIONS.md section 8.3), and the step recipe's.
     public static let defaultScaledEpsilon: Float = 0.25
 
+    /// The default factor of the threshold stabiliser, `0.5`: the best of 0.25, 0.4, 0.5, 0.7 and 1
+    /// on the step LeNet (docs/MATH-ACTIVATIONS.md section 8.5), and the step recipe's.
+    public static let defaultThresholdEpsilon: Float = 0.5
+
     /// Parses `zero`, `epsilon`, `epsilon:1e-4`, `alpha-beta`, `alpha-beta:2:1`, `zplus-zminus`,
-    /// `scaled-epsilon`, `scaled-epsilon:0.25`.
+    /// `scaled-epsilon`, `scaled-epsilon:0.25`, `threshold-epsilon`, `threshold-epsilon:0.25`.
     public static func parse(_ text: String) throws(LFPError) -> Rule {
         let parts = text.lowercased().split(separator: ":").map(String.init)
         func number(_ i: Int, _ fallback: Float) throws(LFPError) -> Float {
@@ -67,7 +78,12 @@ public enum Rule: Sendable, Equatable, CustomStringConvertible {
             let k = try number(1, defaultScaledEpsilon)
             guard k > 0 else { throw .invalidRule("scaled-epsilon needs a positive factor, got \(k)") }
             return .scaledEpsilon(k)
-        default: throw .invalidRule("unknown rule '\(text)'; valid: zero, epsilon[:eps], alpha-beta[:alpha:beta], zplus-zminus, scaled-epsilon[:k]")
+        case "threshold-epsilon":
+            let k = try number(1, defaultThresholdEpsilon)
+            guard k > 0 else { throw .invalidRule("threshold-epsilon needs a positive factor, got \(k)") }
+            return .thresholdEpsilon(k)
+        default:
+            throw .invalidRule("unknown rule '\(text)'; valid: zero, epsilon[:eps], alpha-beta[:alpha:beta], zplus-zminus, scaled-epsilon[:k], threshold-epsilon[:k]")
         }
     }
 }
@@ -96,6 +112,29 @@ struct RuleOutput {
 }
 
 extension Rule {
+    /// `S = F / stab(Z)` with the stabiliser `eps_n = k rms_n(Z)` of sample n, plus `z^2 / eps_n`
+    /// if `quadratic`. A sample whose outputs are all 0 passes no feedback (as LFP-0 at z = 0).
+    static func divideByScaledStabiliser(_ s: inout Tensor, _ z: Tensor, k: Float, quadratic: Bool) {
+        let n = z.shape[0], width = z.count / max(1, n)
+        s.storage.withUnsafeMutableBufferPointer { ps in
+            z.storage.withUnsafeBufferPointer { pz in
+                for sample in 0..<n {
+                    let base = sample * width
+                    var squares: Float = 0
+                    for j in 0..<width { squares += pz[base + j] * pz[base + j] }
+                    let eps = k * (squares / Float(max(1, width))).squareRoot()
+                    let inverse = quadratic && eps > 0 ? 1 / eps : 0
+                    for j in 0..<width {
+                        let zj = pz[base + j]
+                        let margin = eps + zj * zj * inverse
+                        let d = zj + (zj >= 0 ? margin : -margin)
+                        ps[base + j] = d == 0 ? 0 : ps[base + j] / d
+                    }
+                }
+            }
+        }
+    }
+
     /// Applies the rule to one affine layer in matrix form (LFP-MATH.md section 3).
     /// - Parameters:
     ///   - a: the layer input `A`; z: its output `Z` (bias included); f: feedback at `Z`.
@@ -104,8 +143,8 @@ extension Rule {
     func apply(_ map: AffineMap, input a: Tensor, output z: Tensor, feedback f: Tensor, needInput: Bool,
                parameterScale: Float = 1) -> RuleOutput {
         switch self {
-        case .zero, .epsilon, .zPlusZMinus, .scaledEpsilon:
-            // All four are f_ij = z_ij * S_j for an S computed from F and Z.
+        case .zero, .epsilon, .zPlusZMinus, .scaledEpsilon, .thresholdEpsilon:
+            // All five are f_ij = z_ij * S_j for an S computed from F and Z.
             var s = f
             switch self {
             case .zero:
@@ -119,24 +158,11 @@ extension Rule {
                 d.formZipMap(z) { dj, zj in zj >= 0 ? 1 / (dj + eps) : -1 / (dj + eps) }
                 s.formZipMap(d, *)
             case .scaledEpsilon(let k):
-                // Per sample n: stab(z) = z + sign(z) k rms_n(z)  (docs/MATH-ACTIVATIONS.md).
-                let n = z.shape[0], width = z.count / max(1, n)
-                s.storage.withUnsafeMutableBufferPointer { ps in
-                    z.storage.withUnsafeBufferPointer { pz in
-                        for sample in 0..<n {
-                            let base = sample * width
-                            var squares: Float = 0
-                            for j in 0..<width { squares += pz[base + j] * pz[base + j] }
-                            // A sample whose outputs are all 0 passes no feedback (as LFP-0 at z = 0).
-                            let eps = k * (squares / Float(max(1, width))).squareRoot()
-                            for j in 0..<width {
-                                let zj = pz[base + j]
-                                let d = zj + (zj >= 0 ? eps : -eps)
-                                ps[base + j] = d == 0 ? 0 : ps[base + j] / d
-                            }
-                        }
-                    }
-                }
+                // Per sample n: stab(z) = z + sign(z) k rms_n(z)  (docs/MATH-ACTIVATIONS.md 8.2).
+                Self.divideByScaledStabiliser(&s, z, k: k, quadratic: false)
+            case .thresholdEpsilon(let k):
+                // Per sample n: stab(z) = z + sign(z) (k rms_n(z) + z^2 / (k rms_n(z)))  (8.5).
+                Self.divideByScaledStabiliser(&s, z, k: k, quadratic: true)
             default: fatalError("unreachable")
             }
             // F_in = A ⊙ (S W),  F(W) = |W| ⊙ (S^T A),  F(b) = |b| ⊙ sum S  (fused in place).

@@ -49,7 +49,8 @@ public struct SpikingPropagator: Sendable {
     public init(rule: Rule = .epsilon, backwardNormalization: Bool = false, reduction: Reduction = .sum) throws(LFPError) {
         switch rule {
         case .alphaBeta: throw .incompatibleRule("alpha-beta is not defined for spiking layers; use epsilon, zero or zplus-zminus")
-        case .scaledEpsilon: throw .incompatibleRule("scaled-epsilon is not defined for spiking layers; use epsilon, zero or zplus-zminus")
+        case .scaledEpsilon, .thresholdEpsilon:
+            throw .incompatibleRule("\(rule) is not defined for spiking layers; use epsilon, zero or zplus-zminus")
         default: break
         }
         self.rule = rule
@@ -101,8 +102,8 @@ public struct SpikingPropagator: Sendable {
                                             let z = beta * previous + pi[base + j]
                                             let d = beta * abs(previous) + pm[t * magnitudeStride + j] + eps
                                             value = z >= 0 ? r / d : -r / d
-                                        case .alphaBeta, .scaledEpsilon:
-                                            preconditionFailure("alpha-beta and scaled-epsilon are rejected at init")
+                                        case .alphaBeta, .scaledEpsilon, .thresholdEpsilon:
+                                            preconditionFailure("alpha-beta, scaled-epsilon and threshold-epsilon are rejected at init")
                                         }
                                         pc[base + j] = value
                                         carry[j] = neuron.effectiveDecay(previous: previous) * previous * value
