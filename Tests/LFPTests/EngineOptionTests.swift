@@ -26,6 +26,20 @@ import LFPTensor
         #expect(rules[3] == .alphaBeta(alpha: 2, beta: 1, epsilon: 1e-6) && rules[5] == .alphaBeta(alpha: 2, beta: 1, epsilon: 1e-6))
     }
 
+    @Test func ruleListsParseIntoADefaultAndOrderedOverrides() throws {
+        let model = TestNets.convNet(seed: 1)
+        let c = try Composite.preset(named: "threshold-epsilon:0.5, conv=epsilon, last=scaled-epsilon:0.25, 7=zero")
+        #expect(c.defaultRule == .thresholdEpsilon(0.5))
+        let rules = try c.resolve(for: model)
+        #expect(rules[0] == .epsilon && rules[3] == .epsilon)
+        #expect(rules[7] == .zero && rules[9] == .scaledEpsilon(0.25))
+        let ranged = try Composite.preset(named: "epsilon,3-5=zplus-zminus,first=zero").resolve(for: model)
+        #expect(ranged[0] == .zero && ranged[3] == .zPlusZMinus && ranged[5] == .zPlusZMinus && ranged[7] == .epsilon)
+        for bad in ["epsilon,last", "epsilon,top=zero", "epsilon,last=gamma", "gamma,last=zero", "epsilon,5-3=zero", "epsilon,"] {
+            #expect(throws: LFPError.self, "\(bad)") { try Composite.preset(named: bad) }
+        }
+    }
+
     @Test func ruleOnANonAffineLayerIsAnError() {
         let model = TestNets.convNet(seed: 1)
         #expect(throws: LFPError.self) { try Composite(default: .epsilon, overrides: [(.index(1), .zero)]).resolve(for: model) }

@@ -1,3 +1,4 @@
+import Foundation
 /// Selects layers of a model for a rule.
 public enum LayerSelector: Sendable, Equatable, CustomStringConvertible {
     /// Every layer of this kind (`.linear` = dense, `.conv2d`, `.avgPool2d`).
@@ -89,10 +90,47 @@ public struct Composite: Sendable, Equatable, CustomStringConvertible {
             return Composite(name: "zplus-zminus-dense+alpha-beta-conv", default: try .checkedAlphaBeta(),
                              overrides: [(.kind(.linear), .zPlusZMinus)])
         default:
+            if name.contains(",") { return try parseRuleList(name) }
             // A single rule with parameters, e.g. "epsilon:1e-4" or "alpha-beta:3:2".
             if let rule = try? Rule.parse(name) { return Composite(name: name, default: rule) }
-            throw .invalidComposite("unknown composite '\(name)'; valid: \(presetNames.joined(separator: ", ")) (or a rule such as epsilon:1e-4)")
+            throw .invalidComposite("unknown composite '\(name)'; valid: \(presetNames.joined(separator: ", ")) (or a rule such as epsilon:1e-4, "
+                + "or RULE,SELECTOR=RULE,... such as threshold-epsilon,last=scaled-epsilon)")
         }
+    }
+
+    /// Parses `RULE,SELECTOR=RULE,...`: a default rule, then overrides in order (the last match
+    /// wins). Selectors: `first`, `last`, `dense`, `conv`, `avgpool`, a layer index `N` or a range
+    /// `N-M` of indices. Example: `threshold-epsilon:0.25,last=scaled-epsilon:0.25`.
+    static func parseRuleList(_ text: String) throws(LFPError) -> Composite {
+        let items = text.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+        let defaultRule: Rule
+        do { defaultRule = try Rule.parse(items[0]) } catch { throw .invalidComposite("composite '\(text)': \(error)") }
+        var overrides: [(selector: LayerSelector, rule: Rule)] = []
+        for item in items.dropFirst() {
+            let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else {
+                throw .invalidComposite("composite '\(text)': '\(item)' is not SELECTOR=RULE (selectors: first, last, dense, conv, avgpool, N, N-M)")
+            }
+            let selector: LayerSelector
+            switch parts[0].lowercased() {
+            case "first": selector = .first
+            case "last": selector = .last
+            case "dense", "linear": selector = .kind(.linear)
+            case "conv", "conv2d": selector = .kind(.conv2d)
+            case "avgpool", "avgpool2d": selector = .kind(.avgPool2d)
+            case let key:
+                let bounds = key.split(separator: "-", omittingEmptySubsequences: false).map { Int($0) }
+                if bounds.count == 1, let i = bounds[0], i >= 0 {
+                    selector = .index(i)
+                } else if bounds.count == 2, let lo = bounds[0], let hi = bounds[1], 0 <= lo, lo <= hi {
+                    selector = .range(lo...hi)
+                } else {
+                    throw .invalidComposite("composite '\(text)': unknown layer selector '\(parts[0])' (first, last, dense, conv, avgpool, N, N-M)")
+                }
+            }
+            do { overrides.append((selector, try Rule.parse(parts[1]))) } catch { throw .invalidComposite("composite '\(text)': \(error)") }
+        }
+        return Composite(name: text, default: defaultRule, overrides: overrides)
     }
 
     /// The rule of every layer (nil for layers that are not affine), checked against the model.
