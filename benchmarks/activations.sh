@@ -33,7 +33,7 @@ fi
     for accuracy in $rest; do
       case "$accuracy" in \(*) break ;; esac
       epoch=$((epoch + 1))
-      echo "$activation,$method,${seed%:},$epoch,$accuracy,$settings"
+      echo "$activation,$method,${seed%:},$epoch,$accuracy,\"$settings\""
     done
   done
 } > benchmarks/activations.csv

@@ -21,6 +21,7 @@ public enum ActivationsExperiment {
         ("epsilon+centred", .uniform(.epsilon), true),
         ("scaled-epsilon:0.25", .uniform(.scaledEpsilon(0.25)), false),
         ("scaled-epsilon:0.25+centred", .uniform(.scaledEpsilon(0.25)), true),
+        ("threshold-epsilon:0.5+centred", .uniform(.thresholdEpsilon(0.5)), true),
     ]
 
     /// The total absolute feedback arriving at each affine layer's output (sum of |f| over the
@@ -160,7 +161,8 @@ public enum ActivationsExperiment {
             feedback explodes on its way down. Centred inputs make the sigmoid's factor bounded ((sigmoid(z) - 0.5)/z <= 1/4), \
             but then the fixed reference (0.5 times the weight sums) carries most of each output and absorbs most of the \
             feedback, which shrinks towards the input; the scaled stabiliser cuts the step's and the sigmoid's amplification \
-            from about 10^6 to about 60, and to about 16 for the step with centred inputs (its recipe).
+            from about 10^6 to about 60, and to about 16 for the step with centred inputs; the threshold stabiliser of the \
+            step's recipe, which also absorbs the feedback of outputs far from 0, lets less through still.
             """)
         let layerCount = growth["relu"]?["epsilon"]?.count ?? 0
         report.table(["activation", "variant"] + (1...max(1, layerCount)).map { "layer \($0)" },
@@ -173,7 +175,7 @@ public enum ActivationsExperiment {
                             "step activation: LFP with its recipe \(fmt(stepL)), plain LFP-epsilon \(fmt(stepPlain)), gradient \(fmt(stepG)) (the step's derivative is 0, so gradient descent trains only the output layer on fixed random features), chance \(fmt(chance)); criterion: LFP at least 5 points above gradient",
                             stepL > stepG + 0.05 ? .agree : .disagree))
         claims.append(Claim("(reference implementation) step-activated nets reach 70-76 % on MNIST with LFP after 400 epochs, with noise injected before each layer",
-                            "step LeNet on \(data.name) after \(epochs) epoch(s): \(fmt(stepL)) with the recipe (centred inputs, scaled-epsilon)",
+                            "step LeNet on \(data.name) after \(epochs) epoch(s): \(fmt(stepL)) with the recipe (centred inputs, threshold-epsilon)",
                             stepL > 0.7 ? .agree : .inconclusive))
         let smooth = ["sigmoid", "tanh", "silu", "elu", "leaky-relu"]
         let gaps = smooth.map { (final($0, "lfp-recipe") ?? .nan) - (final($0, "gradient") ?? .nan) }

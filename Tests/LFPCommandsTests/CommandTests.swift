@@ -115,7 +115,7 @@ func runProcess(_ url: URL, _ arguments: [String], environment: [String: String]
     @Test func activationPicksItsRecipeAndOptionsOverrideIt() throws {
         func train(_ arguments: [String]) throws -> Train { try #require(try LFPCommand.parseAsRoot(["train"] + arguments) as? Train) }
         let step = try train(["--activation", "step"])
-        #expect(step.composite == "scaled-epsilon:0.25" && step.centredInputs && step.feedback == "softmax")
+        #expect(step.composite == "threshold-epsilon:0.5" && step.centredInputs && step.feedback == "softmax")
         #expect(step.clip == nil && step.modelOptions.noise == 0 && step.batchSize == 32 && step.optimizer == "sgd")
         let overridden = try train(["--activation", "step", "--composite", "epsilon:1", "--no-centred-inputs", "--noise", "0.1",
                                     "--clip", "5", "--batch-size", "64", "--feedback", "sigmoid"])
@@ -129,7 +129,7 @@ func runProcess(_ url: URL, _ arguments: [String], environment: [String: String]
             #expect(t.modelOptions.noise == 0 && t.feedback == "sigmoid" && t.batchSize == 32, "\(plain)")
         }
         // run.json records the resolved values, so a resumed run replays them.
-        #expect(step.arguments.contains("--centred-inputs") && step.arguments.contains("scaled-epsilon:0.25"))
+        #expect(step.arguments.contains("--centred-inputs") && step.arguments.contains("threshold-epsilon:0.5"))
     }
 
     @Test func stepBenchmarkRuns() throws {

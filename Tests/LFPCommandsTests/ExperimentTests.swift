@@ -237,7 +237,7 @@ private let fashionMNISTAvailable = FileManager.default.fileExists(atPath: Datas
         let rows = try checkOutputs(dir, plots: ["activations.svg"], reportMentions: ["step"])
         #expect(Set(rows.compactMap { $0["activation"] }) == Set(ActivationsExperiment.activations.map(\.key)))
         // Feedback growth at initialisation: plain LFP-epsilon amplifies the step network's feedback
-        // far more than the step recipe (centred inputs, scaled stabiliser); ReLU is unaffected by centring.
+        // far more than the centred scaled and threshold stabilisers; ReLU is unaffected by centring.
         let growth = try String(contentsOf: dir.appendingPathComponent("feedback-growth.csv"), encoding: .utf8)
             .split(separator: "\n").dropFirst().map { $0.split(separator: ",").map(String.init) }
         func value(_ activation: String, _ variant: String, layer: Int) throws -> Double {
@@ -245,6 +245,7 @@ private let fashionMNISTAvailable = FileManager.default.fileExists(atPath: Datas
                 .flatMap { Double($0[3]) })
         }
         #expect(try value("step", "epsilon", layer: 1) > 10 * value("step", "scaled-epsilon:0.25+centred", layer: 1))
+        #expect(try value("step", "epsilon", layer: 1) > 10 * value("step", "threshold-epsilon:0.5+centred", layer: 1))
         #expect(try value("relu", "epsilon", layer: 1) == value("relu", "epsilon+centred", layer: 1))
     }
 

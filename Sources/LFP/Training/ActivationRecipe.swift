@@ -31,10 +31,12 @@ public struct ActivationRecipe: Sendable, Equatable {
     public static func lfp(for activation: Activation) -> ActivationRecipe {
         switch activation {
         case .step:
-            // Centred inputs and a stabiliser of 0.25 times the layer's RMS output, with the
-            // reference's softmax feedback. Measured: the paper's noise (0.1) and the reference's
-            // clipping (3) each cost about a point once the rule is bounded, so neither is used.
-            ActivationRecipe(composite: "scaled-epsilon:0.25", feedback: "softmax", optimizer: "sgd", learningRate: 0.01,
+            // Centred inputs and the threshold stabiliser (0.5 times the layer's RMS output plus
+            // z^2 over that), with the reference's softmax feedback: on step units the two act as a
+            // surrogate derivative 0.5 / (|z| + k rms + z^2 / (k rms)) (section 8.5). Measured: the
+            // paper's noise (0.1 or 0.05) and the reference's clipping (3) cost about a point once
+            // the rule is bounded, so neither is used.
+            ActivationRecipe(composite: "threshold-epsilon:0.5", feedback: "softmax", optimizer: "sgd", learningRate: 0.02,
                              batchSize: 32, noise: 0, clip: nil, centredInputs: true)
         case .sigmoid:
             // Centred inputs bound the sigmoid's factor by 1/4, so the plain stabiliser suffices;
