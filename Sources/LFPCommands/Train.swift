@@ -156,7 +156,12 @@ struct Train: ParsableCommand {
             guard !saved.contains("--resume") else {
                 throw ValidationError("--resume \(dir): \(url.path) names --resume itself (not a run directory written by lfp train)")
             }
-            var replay = try Train.parse(saved + ["--output", dir])
+            var replay: Train
+            do { replay = try Train.parse(saved + ["--output", dir]) } catch {
+                // ArgumentParser's errors print as their internal structure unless formatted.
+                let reason = Train.message(for: error).split(whereSeparator: \.isNewline).first.map(String.init) ?? "\(error)"
+                throw ValidationError("--resume \(dir): \(url.path) holds options lfp train does not accept: \(reason)")
+            }
             // Runs saved before centred inputs existed trained without them.
             if !saved.contains("--centred-inputs") && !saved.contains("--no-centred-inputs") { replay.centredInputsOption = false }
             replay.resume = dir

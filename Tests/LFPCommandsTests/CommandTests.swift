@@ -218,6 +218,24 @@ func runProcess(_ url: URL, _ arguments: [String], environment: [String: String]
         #expect(throws: (any Error).self) { try LFPCommand.parseAsRoot(["train", "--resume", dir.path]) }
     }
 
+    /// Options in a run.json that lfp train rejects get one line naming the file, not
+    /// ArgumentParser's internal error structure.
+    @Test func resumeOfARunJSONWithBadOptionsNamesTheFile() throws {
+        let dir = temporaryDirectory("resume-bad-options")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for saved in [["--bogus"], ["--epochs", "x"], ["--activation", "gelu-ish"]] {
+            try JSONEncoder().encode(saved).write(to: dir.appendingPathComponent("run.json"))
+            do {
+                _ = try LFPCommand.parseAsRoot(["train", "--resume", dir.path])
+                Issue.record("accepted \(saved)")
+            } catch {
+                let text = LFPCommand.message(for: error)
+                #expect(text.contains("run.json") && text.contains("does not accept"), "\(text)")
+                #expect(!text.contains("CommandError") && !text.contains("\n"), "\(text)")
+            }
+        }
+    }
+
     @Test func resumeOfANonRunDirectoryFailsClearly() {
         #expect(throws: (any Error).self) { try LFPCommand.parseAsRoot(["train", "--resume", "/nonexistent-run"]) }
     }
