@@ -1,4 +1,4 @@
-"""Surrogate-gradient baselines for the step LeNet (docs/MATH-ACTIVATIONS.md section 8.5).
+"""Surrogate-gradient baselines for the step LeNet (docs/MATH-ACTIVATIONS.md section 8.4).
 
 Trains the `lfp train --model lenet --activation step` network on Fashion-MNIST with PyTorch and
 gradient descent through a surrogate derivative of the step, to measure how far LFP's step recipe

@@ -21,7 +21,7 @@ public enum Rule: Sendable, Equatable, CustomStringConvertible {
     /// `stab(z_j) = z_j + sign(z_j) * (k * rms_n(z) + z_j^2 / (k * rms_n(z)))`. The share of
     /// feedback a unit passes on, `|z| / |stab(z)|`, peaks at `|z| = k rms` and falls off on both
     /// sides, so only outputs near the threshold pass feedback: for layers that feed threshold
-    /// units (the step), whose output changes only there (docs/MATH-ACTIVATIONS.md section 8.5).
+    /// units (the step), whose output changes only there (docs/MATH-ACTIVATIONS.md section 8.4).
     case thresholdEpsilon(Float)
 
     /// The default stabiliser, `1e-6`.
@@ -57,7 +57,7 @@ public enum Rule: Sendable, Equatable, CustomStringConvertible {
     public static let defaultScaledEpsilon: Float = 0.25
 
     /// The default factor of the threshold stabiliser, `0.5`: the best of 0.25, 0.4, 0.5, 0.7 and 1
-    /// on the step LeNet (docs/MATH-ACTIVATIONS.md section 8.5), and the step recipe's.
+    /// on the step LeNet (docs/MATH-ACTIVATIONS.md section 8.4), and the step recipe's.
     public static let defaultThresholdEpsilon: Float = 0.5
 
     /// Parses `zero`, `epsilon`, `epsilon:1e-4`, `alpha-beta`, `alpha-beta:2:1`, `zplus-zminus`,
@@ -161,7 +161,7 @@ extension Rule {
                 // Per sample n: stab(z) = z + sign(z) k rms_n(z)  (docs/MATH-ACTIVATIONS.md 8.2).
                 Self.divideByScaledStabiliser(&s, z, k: k, quadratic: false)
             case .thresholdEpsilon(let k):
-                // Per sample n: stab(z) = z + sign(z) (k rms_n(z) + z^2 / (k rms_n(z)))  (8.5).
+                // Per sample n: stab(z) = z + sign(z) (k rms_n(z) + z^2 / (k rms_n(z)))  (8.4).
                 Self.divideByScaledStabiliser(&s, z, k: k, quadratic: true)
             default: fatalError("unreachable")
             }

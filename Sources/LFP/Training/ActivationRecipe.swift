@@ -33,7 +33,7 @@ public struct ActivationRecipe: Sendable, Equatable {
         case .step:
             // Centred inputs and the threshold stabiliser (0.5 times the layer's RMS output plus
             // z^2 over that), with the reference's softmax feedback: on step units the two act as a
-            // surrogate derivative 0.5 / (|z| + k rms + z^2 / (k rms)) (section 8.5). Measured: the
+            // surrogate derivative 0.5 / (|z| + k rms + z^2 / (k rms)) (section 8.4). Measured: the
             // paper's noise (0.1 or 0.05) and the reference's clipping (3) cost about a point once
             // the rule is bounded, so neither is used.
             ActivationRecipe(composite: "threshold-epsilon:0.5", feedback: "softmax", optimizer: "sgd", learningRate: 0.02,
