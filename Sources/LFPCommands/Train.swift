@@ -384,9 +384,11 @@ struct Train: ParsableCommand {
 
         if !quiet {
             let config = BLAS.configuration
-            if isRoot && !resuming && recipe != .standard {
+            if isRoot && !resuming && method != "gradient" && !modelOptions.isSpiking && (recipe != .standard || modelOptions.activation.lowercased() != "relu") {
                 // Say what the --activation picked and what the user overrode.
-                FileHandle.standardError.write(Data("lfp train: recipe for --activation \(modelOptions.activation) under LFP: \(recipe.summary) (options given override it)\n".utf8))
+                let which = recipe == .standard ? "the standard one (as for ReLU)" : "its own"
+                FileHandle.standardError.write(Data(
+                    "lfp train: recipe for --activation \(modelOptions.activation) under LFP, \(which): \(recipe.summary) (options given override it)\n".utf8))
             }
             FileHandle.standardError.write(Data("""
             lfp train: \(modelOptions.model) (\(trainer.parameterModel.parameterCount) parameters) on \(dataset) (\(trainSet.count) train / \(testSet.count) test, \(trainSet.sampleShape)), \

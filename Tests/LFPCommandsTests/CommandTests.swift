@@ -132,6 +132,29 @@ func runProcess(_ url: URL, _ arguments: [String], environment: [String: String]
         #expect(step.arguments.contains("--centred-inputs") && step.arguments.contains("threshold-epsilon:0.5"))
     }
 
+    /// The first line of `lfp train --activation X` names the recipe it picked, also when it is
+    /// the standard one; ReLU without --activation and gradient descent print no recipe line.
+    @Test func firstLineNamesTheActivationsRecipe() throws {
+        guard let lfp = lfpExecutable() else {
+            Issue.record("lfp executable not found next to the tests")
+            return
+        }
+        let dir = temporaryDirectory("recipe-line")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        func firstLine(_ extra: [String]) throws -> String {
+            let r = try runProcess(lfp, ["train", "--model", "toy", "--dataset", "blobs", "--epochs", "1", "--train-limit", "64",
+                                         "--test-limit", "32", "--output", dir.path] + extra)
+            #expect(r.status == 0, "\(r.stderr)")
+            return String(r.stderr.split(separator: "\n").first ?? "")
+        }
+        let step = try firstLine(["--activation", "step"])
+        #expect(step.contains("recipe for --activation step under LFP, its own") && step.contains("threshold-epsilon:0.5"), "\(step)")
+        let tanh = try firstLine(["--activation", "tanh"])
+        #expect(tanh.contains("recipe for --activation tanh under LFP, the standard one"), "\(tanh)")
+        #expect(try !firstLine([]).contains("recipe"))
+        #expect(try !firstLine(["--activation", "step", "--method", "gradient"]).contains("recipe"))
+    }
+
     @Test func stepBenchmarkRuns() throws {
         let r = try StepBench.run(model: "lenet1x28", batch: 2, method: "lfp", steps: 2, warmup: 1)
         #expect(r.median_ms > 0 && r.samples_per_s > 0 && r.peak_rss_mb > 0)
