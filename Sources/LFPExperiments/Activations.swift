@@ -162,7 +162,8 @@ public enum ActivationsExperiment {
             but then the fixed reference (0.5 times the weight sums) carries most of each output and absorbs most of the \
             feedback, which shrinks towards the input; the scaled stabiliser cuts the step's and the sigmoid's amplification \
             from about 10^6 to about 60, and to about 16 for the step with centred inputs; the threshold stabiliser of the \
-            step's recipe, which also absorbs the feedback of outputs far from 0, lets less through still.
+            step's recipe, which also absorbs the feedback of outputs far from 0, keeps the step's feedback about conserved \
+            (about 1 at every layer).
             """)
         let layerCount = growth["relu"]?["epsilon"]?.count ?? 0
         report.table(["activation", "variant"] + (1...max(1, layerCount)).map { "layer \($0)" },
