@@ -39,7 +39,7 @@ let package = Package(
         .target(name: "LFPData", dependencies: ["CZlib"]),
         // Optional: only built with `--traits MPI` (needs Debian's libopenmpi-dev).
         .systemLibrary(name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c", providers: [.apt(["libopenmpi-dev"])]),
-        .target(name: "CMPIShim", dependencies: ["CMPI"]),
+        .target(name: "CMPIShim", dependencies: ["CMPI"], cSettings: [.define("LFP_MPI_TRAIT", .when(traits: ["MPI"]))]),
         .target(name: "LFPDistributed", dependencies: ["LFP", .target(name: "CMPIShim", condition: .when(traits: ["MPI"]))]),
         .target(name: "LFPExperiments", dependencies: ["LFP"]),
         .target(

@@ -1,4 +1,8 @@
 #include "lfp_mpi.h"
+
+// `swift build` compiles every target, this one too, even without the MPI trait. Without Open MPI's
+// headers it is then empty (nothing links it unless the trait is on); with the trait it needs them.
+#if __has_include(<mpi.h>)
 #include <limits.h>
 #include <mpi.h>
 
@@ -47,3 +51,7 @@ int lfp_mpi_broadcast_bytes(char *buffer, long count, int root) {
 void lfp_mpi_barrier(void) { MPI_Barrier(MPI_COMM_WORLD); }
 int lfp_mpi_finalize(void) { return MPI_Finalize() == MPI_SUCCESS ? 0 : 1; }
 void lfp_mpi_abort(int code) { MPI_Abort(MPI_COMM_WORLD, code); }
+
+#elif defined(LFP_MPI_TRAIT)
+#error "the MPI trait needs Open MPI's headers (mpi.h): install libopenmpi-dev (bash scripts/install-deps.sh)"
+#endif
