@@ -75,7 +75,7 @@ struct Train: ParsableCommand {
     @Option(help: "lfp, gradient or gradient-then-lfp.") var method = "lfp"
     @Option(help: "Gradient steps before switching to LFP (gradient-then-lfp).") var pretrainSteps = 100
     @Option(name: [.customLong("composite"), .customLong("rule")],
-            help: "LFP composite or rule: \(Composite.presetNames.joined(separator: ", ")), or epsilon:EPS, alpha-beta:A:B, scaled-epsilon:K, threshold-epsilon:K, or RULE,SELECTOR=RULE,... with selectors first, last, dense, conv, N, N-M (default: the --activation's recipe; epsilon for ReLU).")
+            help: "LFP composite or rule: \(Composite.presetNames.joined(separator: ", ")), or epsilon:EPS, alpha-beta:A:B, scaled-epsilon:K, threshold-epsilon:K, or RULE,SELECTOR=RULE,... with selectors first, last, dense, conv, avgpool, N, N-M (default: the --activation's recipe; epsilon for ReLU).")
     var compositeOption: String?
     @Option(name: .customLong("feedback"), help: "Feedback function: \(FeedbackFunction.names.joined(separator: ", ")) (default: the --activation's recipe; sigmoid for ReLU).")
     var feedbackOption: String?

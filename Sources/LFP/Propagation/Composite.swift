@@ -1,4 +1,5 @@
 import Foundation
+
 /// Selects layers of a model for a rule.
 public enum LayerSelector: Sendable, Equatable, CustomStringConvertible {
     /// Every layer of this kind (`.linear` = dense, `.conv2d`, `.avgPool2d`).
