@@ -44,7 +44,7 @@ public enum BLAS {
     /// The current configuration.
     public static var configuration: Configuration { state.configureOnce() }
 
-    /// Sets the number of BLAS threads (and of the library's own parallel kernels).
+    /// Sets the number of worker threads of the library's kernels (GEMMs included).
     public static func setThreads(_ n: Int) {
         precondition(n >= 1, "thread count must be positive")
         state.configureOnce()
@@ -56,12 +56,56 @@ public enum BLAS {
 
     // MARK: Kernels
 
-    /// `C = alpha * op(A) * op(B) + beta * C`, row-major.
-    @inlinable
+    /// `C = alpha * op(A) * op(B) + beta * C`, row-major, on all `threads` cores: C is split
+    /// into one contiguous block per worker along its longer side (so the operand every block
+    /// needs whole, and BLAS packs once per block, is the smaller one), and each worker runs a
+    /// single-threaded BLAS call on its block. The library owns the threads: BLAS's own thread
+    /// pool stays at one thread, so it never spins between calls while our workers run.
     public static func gemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
                             alpha: Float, a: UnsafePointer<Float>, lda: Int,
                             b: UnsafePointer<Float>, ldb: Int,
                             beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        if m == 0 || n == 0 { return }
+        let workers = min(threads, m * n * max(k, 1) >= parallelGEMMWork ? threads : 1)
+        if workers <= 1 {
+            serialGEMM(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
+                       b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+            return
+        }
+        let shared = UncheckedSendable((a, b, c))
+        if n >= m {
+            // Column blocks of C (multiples of 16 columns): op(B)'s columns, all of op(A).
+            let blocks = min(workers, max(1, n / 16))
+            DispatchQueue.concurrentPerform(iterations: blocks) { w in
+                let lo = (n * w / blocks) & ~15, hi = w == blocks - 1 ? n : (n * (w + 1) / blocks) & ~15
+                guard hi > lo else { return }
+                let (a, b, c) = shared.value
+                serialGEMM(transposeA: transposeA, transposeB: transposeB, m: m, n: hi - lo, k: k, alpha: alpha, a: a, lda: lda,
+                           b: transposeB ? b + lo * ldb : b + lo, ldb: ldb, beta: beta, c: c + lo, ldc: ldc)
+            }
+        } else {
+            // Row blocks of C: op(A)'s rows, all of op(B).
+            let blocks = min(workers, m)
+            DispatchQueue.concurrentPerform(iterations: blocks) { w in
+                let lo = m * w / blocks, hi = m * (w + 1) / blocks
+                guard hi > lo else { return }
+                let (a, b, c) = shared.value
+                serialGEMM(transposeA: transposeA, transposeB: transposeB, m: hi - lo, n: n, k: k, alpha: alpha,
+                           a: transposeA ? a + lo : a + lo * lda, lda: lda, b: b, ldb: ldb, beta: beta, c: c + lo * ldc, ldc: ldc)
+            }
+        }
+    }
+
+    /// Below this many multiply-adds a product runs on the calling thread (about 50 µs of work).
+    static let parallelGEMMWork = 1 << 18
+
+    /// The same product as `gemm`, on the calling thread only: for kernels that are already
+    /// parallel (each of their workers calls this on its own data).
+    @inlinable
+    public static func serialGEMM(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
+                                  alpha: Float, a: UnsafePointer<Float>, lda: Int,
+                                  b: UnsafePointer<Float>, ldb: Int,
+                                  beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
         if m == 0 || n == 0 { return }
         _ = configuration
         cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
@@ -143,9 +187,6 @@ private final class ConfigurationState: @unchecked Sendable {
     func setThreads(_ n: Int) {
         lock.lock()
         defer { lock.unlock() }
-        #if !canImport(Accelerate)
-        openblas_set_num_threads(Int32(n))
-        #endif
         current?.threads = n
     }
 
@@ -187,7 +228,8 @@ private final class ConfigurationState: @unchecked Sendable {
                 replaced = detected
             }
         }
-        openblas_set_num_threads(Int32(max(1, threads)))
+        // The library's workers are the parallelism (`BLAS.gemm`); OpenBLAS runs in the caller.
+        openblas_set_num_threads(1)
         return BLAS.Configuration(backend: "OpenBLAS", core: core, detectedCore: replaced, threads: max(1, threads))
         #endif
     }

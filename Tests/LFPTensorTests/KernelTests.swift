@@ -62,6 +62,18 @@ func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: 
         expectClose(Tensor.matmul(a, b).storage, Naive.matmul(a, false, b, false), "gemm 70x130x90")
     }
 
+    /// Products big enough to be split over the workers, along columns (n >= m, n not a
+    /// multiple of the 16-column blocks) and along rows, with every transpose.
+    @Test(arguments: [(37, 300, 40), (300, 37, 40)], [(false, false), (true, false), (false, true), (true, true)])
+    func parallelMatmulMatchesNaive(size: (Int, Int, Int), transpose: (Bool, Bool)) {
+        var rng = SeededRandom(seed: 9)
+        let (m, n, k) = size, (ta, tb) = transpose
+        #expect(m * n * k >= BLAS.parallelGEMMWork)
+        let a = Tensor.normal(ta ? [k, m] : [m, k], rng: &rng)
+        let b = Tensor.normal(tb ? [n, k] : [k, n], rng: &rng)
+        expectClose(Tensor.matmul(a, transposeA: ta, b, transposeB: tb).storage, Naive.matmul(a, ta, b, tb), "gemm \(size) \(transpose)")
+    }
+
     @Test func emptyMatmulIsZero() {
         let c = Tensor.matmul(Tensor(shape: [3, 0]), Tensor(shape: [0, 4]))
         #expect(c.shape == [3, 4] && c.storage.allSatisfy { $0 == 0 })
@@ -85,6 +97,12 @@ func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: 
         Case(n: 3, c: 2, h: 10, w: 6, o: 5, kh: 5, kw: 3, sh: 1, sw: 2, ph: 2, pw: 0, dh: 1, dw: 1),
         Case(n: 1, c: 2, h: 9, w: 9, o: 2, kh: 3, kw: 3, sh: 1, sw: 1, ph: 2, pw: 2, dh: 2, dw: 2),
         Case(n: 2, c: 3, h: 5, w: 5, o: 2, kh: 5, kw: 5, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1),
+        // 1x1 (the GEMMs read the input itself), padding wider than the kernel (whole rows and
+        // columns of zeros), stride 3 with padding, and the LeNet shape with an odd batch.
+        Case(n: 3, c: 4, h: 5, w: 6, o: 3, kh: 1, kw: 1, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1),
+        Case(n: 2, c: 2, h: 3, w: 4, o: 2, kh: 3, kw: 2, sh: 1, sw: 1, ph: 3, pw: 3, dh: 1, dw: 1),
+        Case(n: 2, c: 2, h: 11, w: 10, o: 3, kh: 3, kw: 3, sh: 3, sw: 3, ph: 2, pw: 1, dh: 1, dw: 1),
+        Case(n: 5, c: 3, h: 12, w: 12, o: 16, kh: 5, kw: 5, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1),
     ]
 
     @Test(arguments: cases)
@@ -128,13 +146,13 @@ func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: 
         #expect(abs(lhs - rhs) <= 1e-6 * max(1, abs(lhs)))
     }
 
-    /// Batches larger than one GEMM chunk (several chunks, a short last one) give exactly what
+    /// A batch split over the workers (an odd size, so the ranges differ in length) gives what
     /// the same maps give sample by sample.
-    @Test func multiChunkBatchesMatchSampleBySample() {
+    @Test func batchesSplitOverWorkersMatchSampleBySample() {
         var rng = SeededRandom(seed: 21)
         let g = ConvGeometry(inChannels: 8, inHeight: 32, inWidth: 32, outChannels: 3, kernel: (5, 5), stride: (1, 1), padding: (1, 1))
-        let n = 2 * Convolution.samplesPerChunk(g, batch: 1000) + 3
-        #expect(Convolution.samplesPerChunk(g, batch: n) < n)
+        let n = 13
+        #expect(Convolution.workerCount(n, work: g.outChannels * g.patchSize * g.positions) == min(BLAS.threads, n))
         let x = Tensor.normal([n, 8, 32, 32], rng: &rng)
         let w = Tensor.normal([3, 8, 5, 5], rng: &rng)
         let b = Tensor.normal([3], rng: &rng)
