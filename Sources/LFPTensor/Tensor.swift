@@ -191,22 +191,42 @@ extension Tensor {
     }
 
     /// True when every element is finite.
-    /// One vectorisable pass: `x * 0` is 0 for finite x and NaN for NaN and infinities, so the
-    /// sum is 0 exactly when every element is finite (and it cannot overflow).
+    /// One vectorisable pass, split over the cores: `x * 0` is 0 for finite x and NaN for NaN
+    /// and infinities, so a sum is 0 exactly when every element is finite (and cannot overflow).
     public var isFinite: Bool {
         storage.withUnsafeBufferPointer { p in
             guard let base = p.baseAddress else { return true }
-            let raw = UnsafeRawPointer(base)
-            var a0 = SIMD16<Float>(), a1 = SIMD16<Float>()
-            var i = 0
-            while i + 32 <= p.count {
-                a0 += raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self) * 0
-                a1 += raw.loadUnaligned(fromByteOffset: (i + 16) * 4, as: SIMD16<Float>.self) * 0
-                i += 32
+            var chunkFinite = [Bool](repeating: true, count: Parallel.chunkCount(p.count, minimumWork: 1 << 16))
+            chunkFinite.withUnsafeMutableBufferPointer { flags in
+                Parallel.chunks(p.count, minimumWork: 1 << 16) { chunk, range in
+                    let raw = UnsafeRawPointer(base)
+                    var a0 = SIMD16<Float>(), a1 = SIMD16<Float>()
+                    var i = range.lowerBound
+                    while i + 32 <= range.upperBound {
+                        a0 += raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self) * 0
+                        a1 += raw.loadUnaligned(fromByteOffset: (i + 16) * 4, as: SIMD16<Float>.self) * 0
+                        i += 32
+                    }
+                    var tail: Float = 0
+                    while i < range.upperBound { tail += base[i] * 0; i += 1 }
+                    flags[chunk] = (a0 + a1).sum() + tail == 0
+                }
             }
-            var tail: Float = 0
-            while i < p.count { tail += p[i] * 0; i += 1 }
-            return (a0 + a1).sum() + tail == 0
+            return !chunkFinite.contains(false)
+        }
+    }
+
+    /// `self[i] *= |other[i]| * scale` (the parameter-feedback epilogue of the LFP rules), split
+    /// over the cores.
+    public mutating func multiplyByMagnitude(of other: Tensor, scale: Float) {
+        precondition(shape == other.shape, "shape mismatch \(shape) vs \(other.shape)")
+        storage.withUnsafeMutableBufferPointer { r in
+            other.storage.withUnsafeBufferPointer { o in
+                let (rs, os) = (r.baseAddress, o.baseAddress)
+                Parallel.elementwise(r.count) { range in
+                    for i in range { rs![i] = rs![i] * abs(os![i]) * scale }
+                }
+            }
         }
     }
 

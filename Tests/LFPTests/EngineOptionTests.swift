@@ -187,6 +187,35 @@ import LFPTensor
         expectClose(m2.parameter("layers.0.weight")!.storage, [1 - 0.1 * 1.9], tolerance: 1e-6)
     }
 
+    /// The fused, parallel SGD pass (a parameter large enough to be split over the workers)
+    /// gives PyTorch's update, for the branch-free common case (momentum, later steps) and for
+    /// dampening, weight decay and Nesterov; the parameters are updated in place.
+    @Test(arguments: [(Float(0), Float(0), false), (Float(0.1), Float(0.01), false), (Float(0), Float(0.01), true)])
+    func fusedSGDMatchesNaiveUpdatesOnLargeParameters(dampening: Float, weightDecay: Float, nesterov: Bool) {
+        var rng = SeededRandom(seed: 31)
+        let (rows, cols) = (300, 400)
+        let w0 = Tensor.normal([rows, cols], rng: &rng)
+        var model = Sequential([.linear(Linear(weight: w0, bias: nil))])
+        var sgd = SGD(learningRate: 0.05, momentum: 0.9, dampening: dampening, nesterov: nesterov, weightDecay: weightDecay)
+        var p = w0.storage.map(Double.init), v = [Double](repeating: 0, count: p.count)
+        var address: UnsafePointer<Float>?
+        for step in 0..<3 {
+            let g = Tensor.normal([rows, cols], rng: &rng)
+            sgd.step(&model, directions: ["layers.0.weight": g])
+            // The first step copies (w0 still shares the storage); later ones update in place.
+            if step == 0 { address = model.parameter("layers.0.weight")!.storage.withUnsafeBufferPointer { $0.baseAddress } }
+            for i in p.indices {
+                let d = Double(g.storage[i]) + Double(weightDecay) * p[i]
+                v[i] = step == 0 ? d : 0.9 * v[i] + (1 - Double(dampening)) * d
+                p[i] -= 0.05 * (nesterov ? d + 0.9 * v[i] : v[i])
+            }
+        }
+        let w = model.parameter("layers.0.weight")!
+        expectClose(w.storage, p, tolerance: 1e-5, "SGD after 3 steps")
+        // In place after the first step: the update neither copied the parameter nor reallocated it.
+        #expect(w.storage.withUnsafeBufferPointer { $0.baseAddress } == address)
+    }
+
     @Test func adamAndAdamWMatchHandComputedPyTorchSteps() {
         // Adam's first step moves every coordinate by lr * sign(g) (bias-corrected).
         var model = Sequential([.linear(Linear(weight: Tensor(shape: [1, 2], storage: [1, -2]), bias: nil))])

@@ -55,19 +55,40 @@ public struct SGD: Optimizer {
     public mutating func step(_ model: inout Sequential, directions: [String: Tensor]) {
         let lr = learningRate, mu = momentum, damp = dampening, wd = weightDecay, nesterov = nesterov
         model.updateParameters { name, p in
-            guard var g = directions[name] else { return }
+            guard let g = directions[name] else { return }
             precondition(g.shape == p.shape, "direction for \(name) has shape \(g.shape), parameter \(p.shape)")
-            if wd != 0 { g.add(p, scaledBy: wd) }
-            if mu != 0 {
-                if var v = velocity.removeValue(forKey: name) {
-                    v.formZipMap(g) { vi, gi in mu * vi + (1 - damp) * gi }
-                    velocity[name] = v
-                } else {
-                    velocity[name] = g
+            // One fused pass over parameter, direction and velocity, split over the cores.
+            let previous = mu != 0 ? velocity.removeValue(forKey: name) : nil
+            var v = previous ?? Tensor(uninitializedShape: mu != 0 ? p.shape : [0])
+            let first = previous == nil
+            p.storage.withUnsafeMutableBufferPointer { pp in
+                g.storage.withUnsafeBufferPointer { pg in
+                    v.storage.withUnsafeMutableBufferPointer { pv in
+                        let (pw, gw, vw) = (pp.baseAddress!, pg.baseAddress!, pv.baseAddress)
+                        Parallel.elementwise(pp.count) { range in
+                            if let vw, mu != 0 && !first && !nesterov && wd == 0 {
+                                // The common case, branch-free so that it vectorises.
+                                let c = 1 - damp
+                                for i in range {
+                                    let vi = mu * vw[i] + c * gw[i]
+                                    vw[i] = vi
+                                    pw[i] -= lr * vi
+                                }
+                                return
+                            }
+                            for i in range {
+                                let gi = wd != 0 ? gw[i] + wd * pw[i] : gw[i]
+                                if mu == 0 { pw[i] -= lr * gi; continue }
+                                // v = g at the first step, mu v + (1 - dampening) g after.
+                                let vi = first ? gi : mu * vw![i] + (1 - damp) * gi
+                                vw![i] = vi
+                                pw[i] -= lr * (nesterov ? gi + mu * vi : vi)
+                            }
+                        }
+                    }
                 }
-                if nesterov { g.add(velocity[name]!, scaledBy: mu) } else { g = velocity[name]! }
             }
-            p.add(g, scaledBy: -lr)
+            if mu != 0 { velocity[name] = v }
         }
     }
 }

@@ -173,12 +173,12 @@ extension Rule {
                 out.inputFeedback = t
             }
             if let w = map.weight, var sw = map.weightMap(s, input: a) {
-                sw.formZipMap(w) { $0 * abs($1) * parameterScale }
+                sw.multiplyByMagnitude(of: w, scale: parameterScale)
                 out.weightFeedback = sw
             }
             if let b = map.bias {
                 var sb = map.biasMap(s)
-                sb.formZipMap(b) { $0 * abs($1) * parameterScale }
+                sb.multiplyByMagnitude(of: b, scale: parameterScale)
                 out.biasFeedback = sb
             }
             return out
