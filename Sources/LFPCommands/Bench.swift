@@ -29,6 +29,10 @@ public struct StepBenchmark: Codable, Sendable {
     public var median_ms: Double
     public var samples_per_s: Double
     public var peak_rss_mb: Double
+    /// Growth of the peak RSS from the end of the warm-up to the last step (0 when memory is flat).
+    public var rss_growth_mb: Double?
+    /// Every timed step (ms), for merging runs (`benchmarks/bench.sh`).
+    public var times_ms: [Double]?
 }
 
 /// Times full training steps (forward, signal at the logits, backward, SGD-momentum update).
@@ -60,7 +64,9 @@ public enum StepBench {
         let x = Tensor.normal([batch] + shape, rng: &rng)
         let labels = (0..<batch).map { $0 % 10 }
         var times = [[Double]](repeating: [], count: methods.count)
+        var rssAfterWarmup = 0.0
         for i in 0..<(warmup + steps) {
+            if i == warmup { rssAfterWarmup = peakRSSMegabytes() }
             for m in methods.indices {
                 let start = DispatchTime.now().uptimeNanoseconds
                 try trainers[m].step(input: x, labels: labels, rng: &rng)
@@ -73,7 +79,9 @@ public enum StepBench {
             let sorted = times[m].sorted()
             let median = sorted[sorted.count / 2]
             return StepBenchmark(model: name, batch: batch, method: methods[m], median_ms: (median * 100).rounded() / 100,
-                                 samples_per_s: (Double(batch) / median * 1000).rounded(), peak_rss_mb: rss)
+                                 samples_per_s: (Double(batch) / median * 1000).rounded(), peak_rss_mb: rss,
+                                 rss_growth_mb: ((peakRSSMegabytes() - rssAfterWarmup) * 10).rounded() / 10,
+                                 times_ms: times[m].map { ($0 * 1000).rounded() / 1000 })
         }
     }
 }
@@ -81,7 +89,7 @@ public enum StepBench {
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure training-step speed.",
-        subcommands: [BenchStep.self, BenchAll.self])
+        subcommands: [BenchStep.self, BenchAll.self, BenchConv.self])
 }
 
 struct BenchStep: ParsableCommand {
@@ -89,14 +97,17 @@ struct BenchStep: ParsableCommand {
 
     @Option(help: "mlp3072, lenet3x32 or lenet1x28.") var model = "mlp3072"
     @Option(help: "Batch size.") var batch = 32
-    @Option(help: "lfp or gradient.") var method = "lfp"
+    @Option(help: "lfp, gradient, or both alternating step by step (lfp,gradient).") var method = "lfp"
     @Option(help: "Timed steps (after 5 warm-up steps).") var steps = 30
     @Option(help: "BLAS threads (default: all cores).") var threads: Int?
     @Flag(help: "Print one JSON object.") var json = false
 
     mutating func validate() throws {
         guard StepBench.models.contains(model) else { throw ValidationError("unknown --model '\(model)'; valid: \(StepBench.models.joined(separator: ", "))") }
-        guard ["lfp", "gradient"].contains(method) else { throw ValidationError("unknown --method '\(method)'; valid: lfp, gradient") }
+        let methods = method.split(separator: ",").map(String.init)
+        guard !methods.isEmpty, methods.allSatisfy(["lfp", "gradient"].contains) else {
+            throw ValidationError("unknown --method '\(method)'; valid: lfp, gradient, lfp,gradient")
+        }
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
         guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
@@ -104,13 +115,15 @@ struct BenchStep: ParsableCommand {
 
     func run() throws {
         if let threads { BLAS.setThreads(threads) }
-        let r = try StepBench.run(model: model, batch: batch, method: method, steps: steps)
-        if json {
-            let e = JSONEncoder()
-            e.outputFormatting = [.sortedKeys]
-            print(String(decoding: try e.encode(r), as: UTF8.self))
-        } else {
-            print("\(r.model) batch \(r.batch) \(r.method): \(r.median_ms) ms/step, \(Int(r.samples_per_s)) samples/s, peak RSS \(r.peak_rss_mb) MB")
+        let results = try StepBench.compare(model: model, batch: batch, methods: method.split(separator: ",").map(String.init), steps: steps)
+        for r in results {
+            if json {
+                let e = JSONEncoder()
+                e.outputFormatting = [.sortedKeys]
+                print(String(decoding: try e.encode(r), as: UTF8.self))
+            } else {
+                print("\(r.model) batch \(r.batch) \(r.method): \(r.median_ms) ms/step, \(Int(r.samples_per_s)) samples/s, peak RSS \(r.peak_rss_mb) MB")
+            }
         }
     }
 }
@@ -142,6 +155,8 @@ struct BenchAll: ParsableCommand {
                 if json {
                     let e = JSONEncoder()
                     e.outputFormatting = [.sortedKeys]
+                    var (lfp, grad) = (lfp, grad)
+                    lfp.times_ms = nil; grad.times_ms = nil
                     print(String(decoding: try e.encode(lfp), as: UTF8.self))
                     print(String(decoding: try e.encode(grad), as: UTF8.self))
                 } else {
@@ -149,6 +164,100 @@ struct BenchAll: ParsableCommand {
                     print("| \(model) | \(batch) | \(lfp.median_ms) | \(grad.median_ms) | \(String(format: "%.2f", lfp.median_ms / grad.median_ms)) | \(ref) | \(String(format: "%.2f", ref / lfp.median_ms)) | \(Int(lfp.samples_per_s)) | \(lfp.peak_rss_mb) |")
                 }
             }
+        }
+    }
+}
+
+/// Throughput of the convolution kernels on the benchmark models' layer shapes, against the
+/// sgemm roofline measured in the same run.
+public enum ConvBench {
+    public struct Shape: Sendable {
+        public var name: String
+        public var geometry: ConvGeometry
+    }
+
+    /// The convolutions of `lenet3x32` and `lenet1x28`.
+    public static let shapes: [Shape] = [
+        Shape(name: "lenet3x32.conv1", geometry: ConvGeometry(inChannels: 3, inHeight: 32, inWidth: 32, outChannels: 16, kernel: (5, 5))),
+        Shape(name: "lenet3x32.conv2", geometry: ConvGeometry(inChannels: 16, inHeight: 14, inWidth: 14, outChannels: 16, kernel: (5, 5))),
+        Shape(name: "lenet1x28.conv1", geometry: ConvGeometry(inChannels: 1, inHeight: 28, inWidth: 28, outChannels: 16, kernel: (5, 5))),
+        Shape(name: "lenet1x28.conv2", geometry: ConvGeometry(inChannels: 16, inHeight: 12, inWidth: 12, outChannels: 16, kernel: (5, 5))),
+    ]
+
+    public struct Result: Codable, Sendable {
+        public var shape: String
+        public var batch: Int
+        public var map: String
+        public var median_ms: Double
+        public var gflops: Double
+        public var roofline_fraction: Double
+    }
+
+    /// Median time of each map over `repeats` runs; GFLOP/s counts `2 O C kh kw OH OW N`.
+    public static func run(batch: Int, repeats: Int, roofline: Double) -> [Result] {
+        var results: [Result] = []
+        for shape in shapes {
+            let g = shape.geometry
+            var rng = SeededRandom(seed: 3)
+            let x = Tensor.normal([batch, g.inChannels, g.inHeight, g.inWidth], rng: &rng)
+            let w = Tensor.normal([g.outChannels, g.inChannels, g.kernelHeight, g.kernelWidth], rng: &rng)
+            let dy = Tensor.normal([batch, g.outChannels, g.outHeight, g.outWidth], rng: &rng)
+            let flops = 2 * Double(g.outChannels * g.patchSize * g.positions * batch)
+            let maps: [(String, () -> Tensor)] = [
+                ("forward", { Convolution.forward(x, weight: w, bias: nil, geometry: g) }),
+                ("input map", { Convolution.backwardInput(dy, weight: w, geometry: g) }),
+                ("weight map", { Convolution.backwardWeight(dy, input: x, geometry: g) }),
+            ]
+            for (name, body) in maps {
+                _ = body()
+                var times: [Double] = []
+                for _ in 0..<repeats {
+                    let start = DispatchTime.now().uptimeNanoseconds
+                    _ = body()
+                    times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)
+                }
+                times.sort()
+                let median = times[times.count / 2]
+                let gflops = flops / median / 1e6
+                results.append(Result(shape: shape.name, batch: batch, map: name, median_ms: (median * 1000).rounded() / 1000,
+                                      gflops: (gflops * 10).rounded() / 10, roofline_fraction: (gflops / roofline * 1000).rounded() / 1000))
+            }
+        }
+        return results
+    }
+}
+
+struct BenchConv: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "conv",
+        abstract: "Convolution kernel throughput on the LeNet layer shapes, as a fraction of the sgemm roofline (n=1024) measured in the same run.")
+
+    @Option(help: "Batch size.") var batch = 256
+    @Option(help: "Timed runs per map.") var repeats = 20
+    @Option(help: "Worker threads (default: all cores).") var threads: Int?
+    @Flag(help: "Print JSON lines.") var json = false
+
+    mutating func validate() throws {
+        guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
+        guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+    }
+
+    func run() throws {
+        if let threads { BLAS.setThreads(threads) }
+        let roofline = DoctorReport.sgemmGFLOPS(n: 1024)
+        let results = ConvBench.run(batch: batch, repeats: repeats, roofline: roofline)
+        if json {
+            let e = JSONEncoder()
+            e.outputFormatting = [.sortedKeys]
+            for r in results { print(String(decoding: try e.encode(r), as: UTF8.self)) }
+            return
+        }
+        print("sgemm roofline (n=1024, \(BLAS.threads) threads): \(String(format: "%.1f", roofline)) GFLOP/s; batch \(batch)\n")
+        print("| layer | map | ms | GFLOP/s | of roofline |")
+        print("|---|---|---|---|---|")
+        for r in results {
+            print("| \(r.shape) | \(r.map) | \(r.median_ms) | \(r.gflops) | \(Int((r.roofline_fraction * 100).rounded())) % |")
         }
     }
 }
