@@ -30,9 +30,12 @@ let package = Package(
             pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"]), .brew(["zlib"])]
         ),
+        // Direct convolution kernels in C: one source compiled per instruction set (AVX-512,
+        // AVX2, baseline), picked at run time; optimised in debug builds too, so tests stay fast.
+        .target(name: "CLFPKernels", cSettings: [.unsafeFlags(["-O2"])]),
         .target(
             name: "LFPTensor",
-            dependencies: [.target(name: "CBLAS", condition: .when(platforms: [.linux]))],
+            dependencies: ["CLFPKernels", .target(name: "CBLAS", condition: .when(platforms: [.linux]))],
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
         ),
         .target(name: "LFP", dependencies: ["LFPTensor", "LFPData"]),

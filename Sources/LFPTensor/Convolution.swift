@@ -1,3 +1,4 @@
+import CLFPKernels
 import Foundation
 
 /// The geometry of a 2-D convolution (NCHW input, OIHW weight), PyTorch semantics.
@@ -177,8 +178,27 @@ public enum Convolution {
     static func workerCount(_ n: Int, work: Int) -> Int { Parallel.chunkCount(n, costPerItem: work) }
 
     /// `y = conv2d(x, w) + bias`: x `[N, C, H, W]`, w `[O, C, kh, kw]`, bias `[O]` -> `[N, O, OH, OW]`.
-    /// Per sample: im2col, then `y_n [O, P] = W [O, CKK] x col_n [CKK, P]` straight into the output.
     public static func forward(_ x: Tensor, weight w: Tensor, bias: Tensor?, geometry g: ConvGeometry) -> Tensor {
+        precondition(x.count == x.shape[0] * g.inputSize, "conv input \(x.shape) does not match geometry")
+        return Direct.applies(g) ? Direct.forward(x, weight: w, bias: bias, geometry: g) : im2colForward(x, weight: w, bias: bias, geometry: g)
+    }
+
+    /// Input map (the transposed convolution): `dx = conv2d_input_grad(dy, w)`, `[N, C, H, W]`.
+    public static func backwardInput(_ dy: Tensor, weight w: Tensor, geometry g: ConvGeometry) -> Tensor {
+        precondition(dy.count == dy.shape[0] * g.outputSize, "conv output feedback \(dy.shape) does not match geometry")
+        return Direct.appliesToInputMap(g) ? Direct.backwardInput(dy, weight: w, geometry: g) : im2colBackwardInput(dy, weight: w, geometry: g)
+    }
+
+    /// Weight map: `dW = sum over samples and positions of dy ⊗ patches of x`, shape `[O, C, kh, kw]`.
+    public static func backwardWeight(_ dy: Tensor, input x: Tensor, geometry g: ConvGeometry) -> Tensor {
+        let n = dy.shape[0]
+        precondition(dy.count == n * g.outputSize && x.count == n * g.inputSize, "conv weight map: shapes do not match geometry")
+        return Direct.appliesToWeightMap(g) ? Direct.backwardWeight(dy, input: x, geometry: g) : im2colBackwardWeight(dy, input: x, geometry: g)
+    }
+
+    /// The im2col forward map. Per sample: im2col, then `y_n [O, P] = W [O, CKK] x col_n [CKK, P]`
+    /// straight into the output.
+    static func im2colForward(_ x: Tensor, weight w: Tensor, bias: Tensor?, geometry g: ConvGeometry) -> Tensor {
         let n = x.shape[0]
         precondition(x.count == n * g.inputSize, "conv input \(x.shape) does not match geometry")
         var y = Tensor(uninitializedShape: [n, g.outChannels, g.outHeight, g.outWidth])
@@ -216,9 +236,8 @@ public enum Convolution {
         return y
     }
 
-    /// Input map (the transposed convolution): `dx = conv2d_input_grad(dy, w)`, `[N, C, H, W]`.
-    /// Per sample: `col_n [CKK, P] = W^T x dy_n [O, P]`, folded back by col2im.
-    public static func backwardInput(_ dy: Tensor, weight w: Tensor, geometry g: ConvGeometry) -> Tensor {
+    /// The im2col input map. Per sample: `col_n [CKK, P] = W^T x dy_n [O, P]`, folded back by col2im.
+    static func im2colBackwardInput(_ dy: Tensor, weight w: Tensor, geometry g: ConvGeometry) -> Tensor {
         let n = dy.shape[0]
         precondition(dy.count == n * g.outputSize, "conv output feedback \(dy.shape) does not match geometry")
         var dx = Tensor(uninitializedShape: [n, g.inChannels, g.inHeight, g.inWidth])
@@ -254,10 +273,10 @@ public enum Convolution {
         return dx
     }
 
-    /// Weight map: `dW = sum_n dy_n [O, P] x col(x_n)^T [P, CKK]`, shape `[O, C, kh, kw]`.
-    /// Each worker accumulates its samples in order into its own `[O, CKK]`; the partial sums
-    /// are added in worker order.
-    public static func backwardWeight(_ dy: Tensor, input x: Tensor, geometry g: ConvGeometry) -> Tensor {
+    /// The im2col weight map: `dW = sum_n dy_n [O, P] x col(x_n)^T [P, CKK]`. Each worker
+    /// accumulates its samples in order into its own `[O, CKK]`; the partial sums are added in
+    /// worker order.
+    static func im2colBackwardWeight(_ dy: Tensor, input x: Tensor, geometry g: ConvGeometry) -> Tensor {
         let n = dy.shape[0]
         precondition(dy.count == n * g.outputSize && x.count == n * g.inputSize, "conv weight map: shapes do not match geometry")
         let (p, o, k) = (g.positions, g.outChannels, g.patchSize)
@@ -318,5 +337,152 @@ public enum Convolution {
             }
         }
         return db
+    }
+}
+
+extension Convolution {
+    /// The direct kernels (CLFPKernels: no im2col, 16 output channels per vector, compiled for
+    /// AVX-512, AVX2 and the baseline and picked at run time). Each worker runs a kernel on its
+    /// contiguous range of the batch with its own scratch; the weight map's per-worker partial
+    /// sums are added in worker order, so results are bit-identical at a fixed thread count.
+    enum Direct {
+        /// The best kernel set this CPU runs (2 = AVX-512, 1 = AVX2, 0 = baseline).
+        static let bestKernelSet = lfp_kernels_best_isa()
+
+        /// The kernel set's name, for `lfp doctor`.
+        static func name(ofKernelSet set: Int32) -> String { ["baseline", "avx2", "avx512"][Int(set)] }
+
+        /// Where the direct kernels are used: small channel counts, where im2col + GEMM spends
+        /// its time unfolding and packing rather than multiplying (LeNet: 3x the im2col speed).
+        static func applies(_ g: ConvGeometry) -> Bool {
+            g.outChannels <= 64 && g.patchSize <= 1600
+        }
+
+        /// The input map runs the forward kernel on the padded output signal: stride 1, no
+        /// dilation, and at least 16 input channels (its output channels; with 1 or 3 most of
+        /// each 16-wide vector would be padding).
+        static func appliesToInputMap(_ g: ConvGeometry) -> Bool {
+            g.inChannels >= 16 && applies(ConvGeometry(inChannels: g.outChannels, inHeight: g.outHeight, inWidth: g.outWidth, outChannels: g.inChannels,
+                                 kernel: (g.kernelHeight, g.kernelWidth)))
+                && g.strideHeight == 1 && g.strideWidth == 1 && g.dilationHeight == 1 && g.dilationWidth == 1
+                && g.paddingHeight < g.kernelHeight && g.paddingWidth < g.kernelWidth
+        }
+
+        /// The weight map keeps a kernel's taps in registers: at most 5x5.
+        static func appliesToWeightMap(_ g: ConvGeometry) -> Bool {
+            applies(g) && g.kernelHeight * g.kernelWidth <= Int(LFP_DIRECT_MAX_TAPS)
+        }
+
+        static func geometry(_ g: ConvGeometry) -> lfp_conv_geometry {
+            lfp_conv_geometry(C: Int32(g.inChannels), H: Int32(g.inHeight), W: Int32(g.inWidth),
+                              O: Int32(g.outChannels), OH: Int32(g.outHeight), OW: Int32(g.outWidth),
+                              KH: Int32(g.kernelHeight), KW: Int32(g.kernelWidth), SH: Int32(g.strideHeight), SW: Int32(g.strideWidth),
+                              PH: Int32(g.paddingHeight), PW: Int32(g.paddingWidth), DH: Int32(g.dilationHeight), DW: Int32(g.dilationWidth))
+        }
+
+        /// Runs `body(worker, workerScratch, samples)` over the workers' ranges of the batch.
+        static func forEachRange(_ n: Int, _ g: ConvGeometry, _ cg: inout lfp_conv_geometry,
+                                 _ body: (Int, UnsafeMutablePointer<Float>, Range<Int>) -> Void) {
+            let work = g.outChannels * g.patchSize * g.positions
+            let workers = Parallel.chunkCount(n, costPerItem: work)
+            let size = max(1, Int(lfp_conv_scratch_floats(&cg)))
+            var scratch = [Float](unsafeUninitializedCapacity: workers * size) { _, c in c = workers * size }
+            scratch.withUnsafeMutableBufferPointer { ps in
+                let base = ps.baseAddress!
+                Parallel.chunks(n, costPerItem: work) { worker, range in body(worker, base + worker * size, range) }
+            }
+        }
+
+        static func forward(_ x: Tensor, weight w: Tensor, bias: Tensor?, geometry g: ConvGeometry, kernelSet: Int32 = bestKernelSet) -> Tensor {
+            let n = x.shape[0]
+            var y = Tensor(uninitializedShape: [n, g.outChannels, g.outHeight, g.outWidth])
+            var cg = geometry(g)
+            let opad = Int(lfp_conv_padded_channels(cg.O))
+            var packed = [Float](unsafeUninitializedCapacity: g.patchSize * opad) { _, c in c = g.patchSize * opad }
+            w.storage.withUnsafeBufferPointer { pw in
+                packed.withUnsafeMutableBufferPointer { pp in lfp_conv_pack_weights(pw.baseAddress!, &cg, pp.baseAddress!) }
+            }
+            let geometryCopy = cg
+            x.storage.withUnsafeBufferPointer { px in
+                y.storage.withUnsafeMutableBufferPointer { py in
+                    packed.withUnsafeBufferPointer { pp in
+                        withBias(bias) { pb in
+                            forEachRange(n, g, &cg) { _, scratch, range in
+                                var local = geometryCopy
+                                lfp_conv_forward(kernelSet, px.baseAddress!, pp.baseAddress!, pb, py.baseAddress!, Int32(range.lowerBound),
+                                                 Int32(range.upperBound), &local, scratch)
+                            }
+                        }
+                    }
+                }
+            }
+            return y
+        }
+
+        static func backwardInput(_ dy: Tensor, weight w: Tensor, geometry g: ConvGeometry, kernelSet: Int32 = bestKernelSet) -> Tensor {
+            let n = dy.shape[0]
+            var dx = Tensor(uninitializedShape: [n, g.inChannels, g.inHeight, g.inWidth])
+            var cg = geometry(g)
+            let cpad = Int(lfp_conv_padded_channels(cg.C))
+            let rows = g.outChannels * g.kernelHeight * g.kernelWidth
+            var packed = [Float](unsafeUninitializedCapacity: rows * cpad) { _, c in c = rows * cpad }
+            w.storage.withUnsafeBufferPointer { pw in
+                packed.withUnsafeMutableBufferPointer { pp in lfp_conv_pack_weights_flipped(pw.baseAddress!, &cg, pp.baseAddress!) }
+            }
+            let geometryCopy = cg
+            dy.storage.withUnsafeBufferPointer { pdy in
+                dx.storage.withUnsafeMutableBufferPointer { pdx in
+                    packed.withUnsafeBufferPointer { pp in
+                        forEachRange(n, g, &cg) { _, scratch, range in
+                            var local = geometryCopy
+                            lfp_conv_input_map(kernelSet, pdy.baseAddress!, pp.baseAddress!, pdx.baseAddress!, Int32(range.lowerBound),
+                                               Int32(range.upperBound), &local, scratch)
+                        }
+                    }
+                }
+            }
+            return dx
+        }
+
+        static func backwardWeight(_ dy: Tensor, input x: Tensor, geometry g: ConvGeometry, kernelSet: Int32 = bestKernelSet) -> Tensor {
+            let n = dy.shape[0]
+            var cg = geometry(g)
+            let opad = Int(lfp_conv_padded_channels(cg.O)), k = g.patchSize
+            let workers = Parallel.chunkCount(n, costPerItem: g.outChannels * k * g.positions)
+            // Per worker a packed [C*kh*kw][Opad] sum, added in worker order, then unpacked.
+            var partials = [Float](repeating: 0, count: max(1, workers) * k * opad)
+            let geometryCopy = cg
+            dy.storage.withUnsafeBufferPointer { pdy in
+                x.storage.withUnsafeBufferPointer { px in
+                    partials.withUnsafeMutableBufferPointer { pp in
+                        let base = pp.baseAddress!
+                        forEachRange(n, g, &cg) { worker, scratch, range in
+                            var local = geometryCopy
+                            lfp_conv_weight_map(kernelSet, px.baseAddress!, pdy.baseAddress!, base + worker * k * opad, Int32(range.lowerBound),
+                                                Int32(range.upperBound), &local, scratch)
+                        }
+                    }
+                }
+            }
+            var dw = Tensor(uninitializedShape: [g.outChannels, g.inChannels, g.kernelHeight, g.kernelWidth])
+            dw.storage.withUnsafeMutableBufferPointer { pdw in
+                partials.withUnsafeBufferPointer { pp in
+                    for o in 0..<g.outChannels {
+                        for r in 0..<k {
+                            var sum: Float = 0
+                            for worker in 0..<max(1, workers) { sum += pp[(worker * k + r) * opad + o] }
+                            pdw[o * k + r] = sum
+                        }
+                    }
+                }
+            }
+            return dw
+        }
+
+        /// Calls `body` with the bias values (nil without bias).
+        static func withBias<R>(_ bias: Tensor?, _ body: (UnsafePointer<Float>?) -> R) -> R {
+            guard let bias else { return body(nil) }
+            return bias.storage.withUnsafeBufferPointer { body($0.baseAddress) }
+        }
     }
 }

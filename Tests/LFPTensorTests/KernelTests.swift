@@ -24,12 +24,34 @@ enum Naive {
                 let iy = oy * g.strideHeight - g.paddingHeight + ki * g.dilationHeight
                 let ix = ox * g.strideWidth - g.paddingWidth + kj * g.dilationWidth
                 if iy >= 0 && iy < g.inHeight && ix >= 0 && ix < g.inWidth {
-                    acc += Double(x[s, c, iy, ix]) * Double(w[o, c, ki, kj])
+                    acc += Double(x.storage[((s * g.inChannels + c) * g.inHeight + iy) * g.inWidth + ix])
+                        * Double(w.storage[((o * g.inChannels + c) * g.kernelHeight + ki) * g.kernelWidth + kj])
                 }
             } } }
             y[((s * g.outChannels + o) * g.outHeight + oy) * g.outWidth + ox] = acc
         } } } }
         return y
+    }
+}
+
+extension Naive {
+    /// The input and weight maps of a convolution by explicit loops: d/dx and d/dw of <conv(x, w), r>.
+    static func convMaps(_ x: Tensor, _ w: Tensor, _ r: Tensor, _ g: ConvGeometry) -> (dx: [Double], dw: [Double]) {
+        var dx = [Double](repeating: 0, count: x.count), dw = [Double](repeating: 0, count: w.count)
+        let (c, h, wd, kh, kw) = (g.inChannels, g.inHeight, g.inWidth, g.kernelHeight, g.kernelWidth)
+        for s in 0..<x.shape[0] { for o in 0..<g.outChannels { for oy in 0..<g.outHeight { for ox in 0..<g.outWidth {
+            let rv = Double(r.storage[((s * g.outChannels + o) * g.outHeight + oy) * g.outWidth + ox])
+            for ci in 0..<c { for ki in 0..<kh { for kj in 0..<kw {
+                let iy = oy * g.strideHeight - g.paddingHeight + ki * g.dilationHeight
+                let ix = ox * g.strideWidth - g.paddingWidth + kj * g.dilationWidth
+                if iy >= 0 && iy < h && ix >= 0 && ix < wd {
+                    let xi = ((s * c + ci) * h + iy) * wd + ix, wi = ((o * c + ci) * kh + ki) * kw + kj
+                    dx[xi] += rv * Double(w.storage[wi])
+                    dw[wi] += rv * Double(x.storage[xi])
+                }
+            } } }
+        } } } }
+        return (dx, dw)
     }
 }
 
@@ -103,6 +125,10 @@ func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: 
         Case(n: 2, c: 2, h: 3, w: 4, o: 2, kh: 3, kw: 2, sh: 1, sw: 1, ph: 3, pw: 3, dh: 1, dw: 1),
         Case(n: 2, c: 2, h: 11, w: 10, o: 3, kh: 3, kw: 3, sh: 3, sw: 3, ph: 2, pw: 1, dh: 1, dw: 1),
         Case(n: 5, c: 3, h: 12, w: 12, o: 16, kh: 5, kw: 5, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1),
+        // Direct-kernel edges: 17 output channels (a partial 16-wide block), 18 input channels
+        // (the direct input map), rows wider than one 14-column tile, 3x3 with padding 1.
+        Case(n: 3, c: 18, h: 9, w: 33, o: 17, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1, dh: 1, dw: 1),
+        Case(n: 2, c: 16, h: 14, w: 14, o: 16, kh: 5, kw: 5, sh: 1, sw: 1, ph: 2, pw: 2, dh: 1, dw: 1),
     ]
 
     @Test(arguments: cases)
@@ -128,22 +154,38 @@ func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: 
         let r = Tensor.normal([t.n, t.o, g.outHeight, g.outWidth], rng: &rng)
         let y = Naive.conv(x, w, nil, g)
         let lhs = zip(y, r.storage).reduce(0.0) { $0 + $1.0 * Double($1.1) }
-        // Naive input gradient: d/dx of <conv(x,w), r> by explicit loops.
-        var dx = [Double](repeating: 0, count: x.count), dw = [Double](repeating: 0, count: w.count)
-        for s in 0..<t.n { for o in 0..<t.o { for oy in 0..<g.outHeight { for ox in 0..<g.outWidth {
-            let rv = Double(r[s, o, oy, ox])
-            for c in 0..<t.c { for ki in 0..<t.kh { for kj in 0..<t.kw {
-                let iy = oy * t.sh - t.ph + ki * t.dh, ix = ox * t.sw - t.pw + kj * t.dw
-                if iy >= 0 && iy < t.h && ix >= 0 && ix < t.w {
-                    dx[((s * t.c + c) * t.h + iy) * t.w + ix] += rv * Double(w[o, c, ki, kj])
-                    dw[((o * t.c + c) * t.kh + ki) * t.kw + kj] += rv * Double(x[s, c, iy, ix])
-                }
-            } } }
-        } } } }
+        let (dx, dw) = Naive.convMaps(x, w, r, g)
         expectClose(Convolution.backwardInput(r, weight: w, geometry: g).storage, dx, "conv input map \(t)")
         expectClose(Convolution.backwardWeight(r, input: x, geometry: g).storage, dw, "conv weight map \(t)")
         let rhs = zip(dx, x.storage).reduce(0.0) { $0 + $1.0 * Double($1.1) }
         #expect(abs(lhs - rhs) <= 1e-6 * max(1, abs(lhs)))
+    }
+
+    /// Both implementations (im2col + GEMM, and the direct kernels in every kernel set this CPU
+    /// runs) against the naive loops, on every case each of them supports.
+    @Test(arguments: cases)
+    func everyImplementationMatchesNaive(_ t: Case) {
+        var rng = SeededRandom(seed: 13)
+        let g = t.geometry
+        let x = Tensor.normal([t.n, t.c, t.h, t.w], rng: &rng)
+        let w = Tensor.normal([t.o, t.c, t.kh, t.kw], rng: &rng)
+        let b = Tensor.normal([t.o], rng: &rng)
+        let r = Tensor.normal([t.n, t.o, g.outHeight, g.outWidth], rng: &rng)
+        let y = Naive.conv(x, w, b, g)
+        let (dx, dw) = Naive.convMaps(x, w, r, g)
+        expectClose(Convolution.im2colForward(x, weight: w, bias: b, geometry: g).storage, y, "im2col forward \(t)")
+        expectClose(Convolution.im2colBackwardInput(r, weight: w, geometry: g).storage, dx, "im2col input map \(t)")
+        expectClose(Convolution.im2colBackwardWeight(r, input: x, geometry: g).storage, dw, "im2col weight map \(t)")
+        for set in 0...Convolution.Direct.bestKernelSet {
+            let name = Convolution.Direct.name(ofKernelSet: set)
+            expectClose(Convolution.Direct.forward(x, weight: w, bias: b, geometry: g, kernelSet: set).storage, y, "\(name) forward \(t)")
+            if t.sh == 1 && t.sw == 1 && t.dh == 1 && t.dw == 1 && t.ph < t.kh && t.pw < t.kw {
+                expectClose(Convolution.Direct.backwardInput(r, weight: w, geometry: g, kernelSet: set).storage, dx, "\(name) input map \(t)")
+            }
+            if t.kh * t.kw <= 25 {
+                expectClose(Convolution.Direct.backwardWeight(r, input: x, geometry: g, kernelSet: set).storage, dw, "\(name) weight map \(t)")
+            }
+        }
     }
 
     /// A batch split over the workers (an odd size, so the ranges differ in length) gives what

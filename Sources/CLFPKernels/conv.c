@@ -1,0 +1,117 @@
+// Direct convolution kernels: one source (conv_body.h), compiled for AVX-512, AVX2+FMA and the
+// baseline instruction set, chosen at run time (lfp_kernels.h says why this is C).
+#include "lfp_kernels.h"
+#include <stdlib.h>
+#include <string.h>
+
+typedef float v16 __attribute__((ext_vector_type(16)));
+typedef float v16u __attribute__((ext_vector_type(16), aligned(4)));
+
+#define LFP_FORWARD_TILE 14
+// Vectors live only inside always-inlined code: no function takes or returns one (their ABI
+// differs between the instruction sets).
+#define lfp_load(p) (*(const v16u *)(p))
+#define lfp_store(p, v) (*(v16u *)(p) = (v))
+
+int lfp_conv_padded_channels(int channels) { return (channels + 15) / 16 * 16; }
+
+long lfp_conv_scratch_floats(const lfp_conv_geometry *g) {
+    const long Hp = g->H + 2 * g->PH, Wp = g->W + 2 * g->PW;
+    const long forward = (long)g->C * Hp * Wp + (long)g->OH * g->OW * lfp_conv_padded_channels(g->O);
+    // The input map runs the forward kernel on the output signal padded by K-1-P.
+    const long ph = g->KH - 1 - g->PH, pw = g->KW - 1 - g->PW;
+    const long input = (long)g->O * (g->OH + 2 * (ph > 0 ? ph : 0)) * (g->OW + 2 * (pw > 0 ? pw : 0));
+    return forward > input ? forward : input;
+}
+
+/// The sample itself, or (with padding) a zero-padded copy of it in `scratch`.
+static const float *lfp_padded_sample(const float *x, int C, int H, int W, int PH, int PW, float *scratch) {
+    if (PH == 0 && PW == 0) return x;
+    const int Hp = H + 2 * PH, Wp = W + 2 * PW;
+    memset(scratch, 0, sizeof(float) * (size_t)C * Hp * Wp);
+    for (int c = 0; c < C; c++)
+        for (int i = 0; i < H; i++)
+            memcpy(scratch + ((long)c * Hp + i + PH) * Wp + PW, x + ((long)c * H + i) * W, sizeof(float) * (size_t)W);
+    return scratch;
+}
+
+void lfp_conv_pack_weights(const float *w, const lfp_conv_geometry *g, float *wp) {
+    const int Opad = lfp_conv_padded_channels(g->O);
+    const long K = (long)g->C * g->KH * g->KW;
+    memset(wp, 0, sizeof(float) * (size_t)(K * Opad));
+    for (int o = 0; o < g->O; o++)
+        for (long r = 0; r < K; r++) wp[r * Opad + o] = w[o * K + r];
+}
+
+void lfp_conv_pack_weights_flipped(const float *w, const lfp_conv_geometry *g, float *wt) {
+    const int Cpad = lfp_conv_padded_channels(g->C);
+    const long taps = (long)g->KH * g->KW;
+    memset(wt, 0, sizeof(float) * (size_t)(g->O * taps * Cpad));
+    for (int o = 0; o < g->O; o++)
+        for (int c = 0; c < g->C; c++)
+            for (int ki = 0; ki < g->KH; ki++)
+                for (int kj = 0; kj < g->KW; kj++) {
+                    const long row = (long)o * taps + (long)(g->KH - 1 - ki) * g->KW + (g->KW - 1 - kj);
+                    wt[row * Cpad + c] = w[(((long)o * g->C + c) * g->KH + ki) * g->KW + kj];
+                }
+}
+
+#if defined(__x86_64__)
+#pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma"))), apply_to = function)
+#define LFP_SUFFIX(name) name##_avx512
+#include "conv_body.h"
+#undef LFP_SUFFIX
+#pragma clang attribute pop
+
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#define LFP_SUFFIX(name) name##_avx2
+#include "conv_body.h"
+#undef LFP_SUFFIX
+#pragma clang attribute pop
+#endif
+
+#define LFP_SUFFIX(name) name##_baseline
+#include "conv_body.h"
+#undef LFP_SUFFIX
+
+int lfp_kernels_best_isa(void) {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq")
+        && __builtin_cpu_supports("avx512bw")) return 2;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 1;
+#endif
+    return 0;
+}
+
+void lfp_conv_forward(int isa, const float *x, const float *wp, const float *bias, float *y,
+                      int n0, int n1, const lfp_conv_geometry *g, float *scratch) {
+    switch (isa) {
+#if defined(__x86_64__)
+        case 2: forward_avx512(x, wp, bias, y, n0, n1, g, scratch); return;
+        case 1: forward_avx2(x, wp, bias, y, n0, n1, g, scratch); return;
+#endif
+        default: forward_baseline(x, wp, bias, y, n0, n1, g, scratch); return;
+    }
+}
+
+void lfp_conv_input_map(int isa, const float *dy, const float *wt, float *dx,
+                        int n0, int n1, const lfp_conv_geometry *g, float *scratch) {
+    // dx = the forward convolution of dy, padded by K-1-P, with the flipped kernel (stride 1, dilation 1).
+    lfp_conv_geometry t = {
+        .C = g->O, .H = g->OH, .W = g->OW, .O = g->C, .OH = g->H, .OW = g->W, .KH = g->KH, .KW = g->KW,
+        .SH = 1, .SW = 1, .PH = g->KH - 1 - g->PH, .PW = g->KW - 1 - g->PW, .DH = 1, .DW = 1,
+    };
+    lfp_conv_forward(isa, dy, wt, NULL, dx, n0, n1, &t, scratch);
+}
+
+void lfp_conv_weight_map(int isa, const float *x, const float *dy, float *acc,
+                         int n0, int n1, const lfp_conv_geometry *g, float *scratch) {
+    switch (isa) {
+#if defined(__x86_64__)
+        case 2: weight_map_avx512(x, dy, acc, n0, n1, g, scratch); return;
+        case 1: weight_map_avx2(x, dy, acc, n0, n1, g, scratch); return;
+#endif
+        default: weight_map_baseline(x, dy, acc, n0, n1, g, scratch); return;
+    }
+}

@@ -1,0 +1,124 @@
+// The direct convolution kernels, included once per instruction set by conv.c with
+// LFP_SUFFIX(name) naming the copy (conv.c wraps the include in a target attribute).
+// v16 is 16 floats: one zmm register with AVX-512, two ymm with AVX2, four xmm otherwise.
+
+#define LFP_INLINE static inline __attribute__((always_inline))
+
+// Forward tile: T consecutive output columns of one output row, 16 output channels, kept in
+// T accumulators while the loop runs over every (c, ki, kj) of the kernel: per step one
+// vector of packed weights and T broadcast inputs (LFP-MATH.md's Z = A W^T, written per tap).
+LFP_INLINE void LFP_SUFFIX(forward_tile)(const float *xb, const float *wr, const float *bias, float *out,
+                                         const lfp_conv_geometry *g, int Hp, int Wp, int Opad,
+                                         int channels, int kiLo, int kiHi, int T) {
+    v16 acc[LFP_FORWARD_TILE];
+    const v16 b = lfp_load(bias);
+    for (int t = 0; t < T; t++) acc[t] = b;
+    const int sw = g->SW;
+    // Kernel rows kiLo..<kiHi see image rows; the others see padding (zeros) and are skipped.
+    for (int c = 0; c < g->C; c++) {
+        const float *xc = xb + (long)c * Hp * Wp;
+        for (int ki = kiLo; ki < kiHi; ki++) {
+            const float *xk = xc + (long)ki * g->DH * Wp;
+            const float *wk = wr + ((long)c * g->KH + ki) * g->KW * Opad;
+            for (int kj = 0; kj < g->KW; kj++) {
+                const float *xr = xk + kj * g->DW;
+                v16 w = lfp_load(wk);
+                wk += Opad;
+                for (int t = 0; t < T; t++) acc[t] += w * xr[t * sw];
+            }
+        }
+    }
+    // out points at y[n, ob, oy, ox0]; channel o of the tile lives OH*OW floats further.
+    const long plane = (long)g->OH * g->OW;
+    float lanes[LFP_FORWARD_TILE][16];
+    for (int t = 0; t < T; t++) lfp_store(lanes[t], acc[t]);
+    for (int o = 0; o < channels; o++)
+        for (int t = 0; t < T; t++) out[o * plane + t] = lanes[t][o];
+}
+
+static void LFP_SUFFIX(forward)(const float *x, const float *wp, const float *bias, float *y,
+                                int n0, int n1, const lfp_conv_geometry *g, float *scratch) {
+    const int Hp = g->H + 2 * g->PH, Wp = g->W + 2 * g->PW, Opad = lfp_conv_padded_channels(g->O);
+    const long inSize = (long)g->C * g->H * g->W, outSize = (long)g->O * g->OH * g->OW;
+    const int tiles = (g->OW + LFP_FORWARD_TILE - 1) / LFP_FORWARD_TILE;
+    const int width = (g->OW + tiles - 1) / tiles;
+    for (int n = n0; n < n1; n++) {
+        const float *xs = lfp_padded_sample(x + n * inSize, g->C, g->H, g->W, g->PH, g->PW, scratch);
+        for (int ob = 0; ob < g->O; ob += 16) {
+            const int channels = g->O - ob < 16 ? g->O - ob : 16;
+            float b[16] = {0};
+            if (bias) for (int o = 0; o < channels; o++) b[o] = bias[ob + o];
+            for (int oy = 0; oy < g->OH; oy++) {
+                // Padded row oy*SH + ki*DH is an image row for PH <= it < PH + H.
+                int kiLo = 0, kiHi = g->KH;
+                while (kiLo < kiHi && oy * g->SH + kiLo * g->DH < g->PH) kiLo++;
+                while (kiHi > kiLo && oy * g->SH + (kiHi - 1) * g->DH >= g->PH + g->H) kiHi--;
+                for (int ox0 = 0; ox0 < g->OW; ox0 += width) {
+                    const int T = g->OW - ox0 < width ? g->OW - ox0 : width;
+                    const float *xb = xs + (long)oy * g->SH * Wp + (long)ox0 * g->SW;
+                    float *out = y + n * outSize + (long)ob * g->OH * g->OW + (long)oy * g->OW + ox0;
+                    // A constant T per call, so that the accumulators are registers.
+                    switch (T) {
+#define LFP_CASE(k) case k: LFP_SUFFIX(forward_tile)(xb, wp + ob, b, out, g, Hp, Wp, Opad, channels, kiLo, kiHi, k); break;
+                        LFP_CASE(1) LFP_CASE(2) LFP_CASE(3) LFP_CASE(4) LFP_CASE(5) LFP_CASE(6) LFP_CASE(7)
+                        LFP_CASE(8) LFP_CASE(9) LFP_CASE(10) LFP_CASE(11) LFP_CASE(12) LFP_CASE(13) LFP_CASE(14)
+#undef LFP_CASE
+                        default: break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+// Weight-map tile: the KH x KW taps of one input channel and 16 output channels, in KH*KW
+// accumulators, over every output position of one sample: per position one vector of the
+// output signal and KH*KW broadcast inputs (the weight map S^T A, written per tap).
+LFP_INLINE void LFP_SUFFIX(weight_tile)(const float *xc, const float *dyT, float *accRow,
+                                        const lfp_conv_geometry *g, int Wp, int Opad, int KH, int KW) {
+    v16 a[LFP_DIRECT_MAX_TAPS];
+    for (int r = 0; r < KH * KW; r++) a[r] = lfp_load(accRow + (long)r * Opad);
+    const int sh = g->SH, sw = g->SW, dh = g->DH, dw = g->DW;
+    for (int oy = 0; oy < g->OH; oy++) {
+        const float *xrow = xc + (long)oy * sh * Wp;
+        const float *d = dyT + (long)oy * g->OW * Opad;
+        for (int ox = 0; ox < g->OW; ox++) {
+            const v16 s = lfp_load(d + (long)ox * Opad);
+            const float *xp = xrow + ox * sw;
+            for (int ki = 0; ki < KH; ki++)
+                for (int kj = 0; kj < KW; kj++) a[ki * KW + kj] += s * xp[ki * dh * Wp + kj * dw];
+        }
+    }
+    for (int r = 0; r < KH * KW; r++) lfp_store(accRow + (long)r * Opad, a[r]);
+}
+
+static void LFP_SUFFIX(weight_map)(const float *x, const float *dy, float *acc,
+                                   int n0, int n1, const lfp_conv_geometry *g, float *scratch) {
+    const int Hp = g->H + 2 * g->PH, Wp = g->W + 2 * g->PW, Opad = lfp_conv_padded_channels(g->O);
+    const long inSize = (long)g->C * g->H * g->W, outSize = (long)g->O * g->OH * g->OW;
+    const long P = (long)g->OH * g->OW, taps = (long)g->KH * g->KW;
+    float *dyT = scratch + (long)g->C * Hp * Wp;  // [P][Opad]
+    for (int n = n0; n < n1; n++) {
+        const float *xs = lfp_padded_sample(x + n * inSize, g->C, g->H, g->W, g->PH, g->PW, scratch);
+        // dy[n] [O, P] -> dyT [P][Opad], zero in the padding channels.
+        const float *dn = dy + n * outSize;
+        for (long p = 0; p < P; p++) {
+            float *row = dyT + p * Opad;
+            for (int o = 0; o < g->O; o++) row[o] = dn[o * P + p];
+            for (int o = g->O; o < Opad; o++) row[o] = 0;
+        }
+        for (int ob = 0; ob < Opad; ob += 16) {
+            for (int c = 0; c < g->C; c++) {
+                const float *xc = xs + (long)c * Hp * Wp;
+                float *accRow = acc + (long)c * taps * Opad + ob;
+                // Constant kernel sizes, so that the accumulators are registers.
+                if (g->KH == 5 && g->KW == 5) LFP_SUFFIX(weight_tile)(xc, dyT + ob, accRow, g, Wp, Opad, 5, 5);
+                else if (g->KH == 3 && g->KW == 3) LFP_SUFFIX(weight_tile)(xc, dyT + ob, accRow, g, Wp, Opad, 3, 3);
+                else if (g->KH == 1 && g->KW == 1) LFP_SUFFIX(weight_tile)(xc, dyT + ob, accRow, g, Wp, Opad, 1, 1);
+                else LFP_SUFFIX(weight_tile)(xc, dyT + ob, accRow, g, Wp, Opad, g->KH, g->KW);
+            }
+        }
+    }
+}
+
+#undef LFP_INLINE

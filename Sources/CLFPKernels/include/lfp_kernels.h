@@ -1,0 +1,56 @@
+#ifndef LFP_KERNELS_H
+#define LFP_KERNELS_H
+
+/// Direct convolution kernels (no im2col), vectorised over 16 output channels.
+///
+/// Written in C because a C function can carry a CPU target attribute: each kernel is compiled
+/// three times (AVX-512, AVX2+FMA, baseline) and the best one the CPU supports is chosen at run
+/// time. Swift has no per-function target selection, and building the whole package for a newer
+/// CPU would make binaries that crash on older ones. The Swift side (LFPTensor.Convolution)
+/// splits the batch over its workers and calls these on sample ranges.
+
+/// Geometry of a 2-D convolution, PyTorch semantics (NCHW input, OIHW weight).
+typedef struct {
+    int C, H, W;      // input channels and size
+    int O, OH, OW;    // output channels and size
+    int KH, KW;       // kernel
+    int SH, SW;       // stride
+    int PH, PW;       // zero padding
+    int DH, DW;       // dilation
+} lfp_conv_geometry;
+
+/// Largest kernel area the weight-map kernel keeps in registers (5x5).
+#define LFP_DIRECT_MAX_TAPS 25
+
+/// Output channels rounded up to a multiple of 16 (the width of the packed weight rows).
+int lfp_conv_padded_channels(int channels);
+
+/// Floats of scratch one worker needs for `lfp_conv_forward` / `lfp_conv_weight_map`.
+long lfp_conv_scratch_floats(const lfp_conv_geometry *g);
+
+/// Packs w [O, C, KH, KW] into wp [C*KH*KW][Opad] (zero in the padding channels).
+void lfp_conv_pack_weights(const float *w, const lfp_conv_geometry *g, float *wp);
+
+/// Packs w for the input map, seen as a forward convolution from O to C channels with the
+/// kernel flipped: wt [O*KH*KW][Cpad], wt[(o, KH-1-ki, KW-1-kj)][c] = w[o, c, ki, kj].
+void lfp_conv_pack_weights_flipped(const float *w, const lfp_conv_geometry *g, float *wt);
+
+/// The kernel sets (the `isa` argument of the kernels): 2 = AVX-512, 1 = AVX2 + FMA,
+/// 0 = baseline (any CPU). A set above `lfp_kernels_best_isa()` must not be used.
+int lfp_kernels_best_isa(void);
+
+/// y[n] = conv(x[n], w) + bias for n in [n0, n1). wp from lfp_conv_pack_weights; bias may be NULL.
+void lfp_conv_forward(int isa, const float *x, const float *wp, const float *bias, float *y,
+                      int n0, int n1, const lfp_conv_geometry *g, float *scratch);
+
+/// dx[n] = the input map (transposed convolution) of dy[n] for n in [n0, n1), wt from
+/// lfp_conv_pack_weights_flipped. Needs stride 1, dilation 1 and PH < KH, PW < KW.
+void lfp_conv_input_map(int isa, const float *dy, const float *wt, float *dx,
+                        int n0, int n1, const lfp_conv_geometry *g, float *scratch);
+
+/// acc[(c, ki, kj)][o] += sum over n in [n0, n1) and output positions of dy[n, o, p] x[n, c, p + (ki, kj)]
+/// (acc is [C*KH*KW][Opad]). Needs KH*KW <= LFP_DIRECT_MAX_TAPS.
+void lfp_conv_weight_map(int isa, const float *x, const float *dy, float *acc,
+                         int n0, int n1, const lfp_conv_geometry *g, float *scratch);
+
+#endif
