@@ -4,16 +4,47 @@
 
 #define LFP_INLINE static inline __attribute__((always_inline))
 
+// Transposes the 16x16 matrix in r[0..15] in place: four stages, each swapping the off-diagonal
+// blocks of size 8, 4, 2 and 1 between rows i and i + s (64 shuffles instead of 256 scalar moves).
+LFP_INLINE void LFP_SUFFIX(transpose16)(v16 *r) {
+    for (int i = 0; i < 16; i++) {
+        if (i & 8) continue;
+        const v16 a = r[i], b = r[i + 8];
+        r[i] = __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+        r[i + 8] = __builtin_shufflevector(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    }
+    for (int i = 0; i < 16; i++) {
+        if (i & 4) continue;
+        const v16 a = r[i], b = r[i + 4];
+        r[i] = __builtin_shufflevector(a, b, 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
+        r[i + 4] = __builtin_shufflevector(a, b, 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+    }
+    for (int i = 0; i < 16; i++) {
+        if (i & 2) continue;
+        const v16 a = r[i], b = r[i + 2];
+        r[i] = __builtin_shufflevector(a, b, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29);
+        r[i + 2] = __builtin_shufflevector(a, b, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+    }
+    for (int i = 0; i < 16; i++) {
+        if (i & 1) continue;
+        const v16 a = r[i], b = r[i + 1];
+        r[i] = __builtin_shufflevector(a, b, 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
+        r[i + 1] = __builtin_shufflevector(a, b, 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+    }
+}
+
 // Forward tile: T consecutive output columns of one output row, 16 output channels, kept in
 // T accumulators while the loop runs over every (c, ki, kj) of the kernel: per step one
 // vector of packed weights and T broadcast inputs (LFP-MATH.md's Z = A W^T, written per tap).
 LFP_INLINE void LFP_SUFFIX(forward_tile)(const float *xb, const float *wr, const float *bias, float *out,
                                          const lfp_conv_geometry *g, int Hp, int Wp, int Opad,
-                                         int channels, int kiLo, int kiHi, int T) {
+                                         int channels, int kiLo, int kiHi, int T, int unitStride) {
     v16 acc[LFP_FORWARD_TILE];
     const v16 b = lfp_load(bias);
     for (int t = 0; t < T; t++) acc[t] = b;
-    const int sw = g->SW;
+    // With a constant stride the T inputs of a tap sit at constant offsets from one pointer;
+    // with a run-time stride each needs its own register, and they spill.
+    const int sw = unitStride ? 1 : g->SW;
     // Kernel rows kiLo..<kiHi see image rows; the others see padding (zeros) and are skipped.
     for (int c = 0; c < g->C; c++) {
         const float *xc = xb + (long)c * Hp * Wp;
@@ -29,11 +60,12 @@ LFP_INLINE void LFP_SUFFIX(forward_tile)(const float *xb, const float *wr, const
         }
     }
     // out points at y[n, ob, oy, ox0]; channel o of the tile lives OH*OW floats further.
+    // Transpose [position][channel] to [channel][position] and store T floats per channel.
     const long plane = (long)g->OH * g->OW;
-    float lanes[LFP_FORWARD_TILE][16];
-    for (int t = 0; t < T; t++) lfp_store(lanes[t], acc[t]);
-    for (int o = 0; o < channels; o++)
-        for (int t = 0; t < T; t++) out[o * plane + t] = lanes[t][o];
+    v16 rows[16];
+    for (int t = 0; t < 16; t++) rows[t] = t < T ? acc[t] : (v16)0;
+    LFP_SUFFIX(transpose16)(rows);
+    for (int o = 0; o < channels; o++) memcpy(out + o * plane, &rows[o], sizeof(float) * T);
 }
 
 static void LFP_SUFFIX(forward)(const float *x, const float *wp, const float *bias, float *y,
@@ -58,8 +90,13 @@ static void LFP_SUFFIX(forward)(const float *x, const float *wp, const float *bi
                     const float *xb = xs + (long)oy * g->SH * Wp + (long)ox0 * g->SW;
                     float *out = y + n * outSize + (long)ob * g->OH * g->OW + (long)oy * g->OW + ox0;
                     // A constant T per call, so that the accumulators are registers.
+                    const int unit = g->SW == 1;
                     switch (T) {
-#define LFP_CASE(k) case k: LFP_SUFFIX(forward_tile)(xb, wp + ob, b, out, g, Hp, Wp, Opad, channels, kiLo, kiHi, k); break;
+#define LFP_CASE(k)                                                                                                   \
+    case k:                                                                                                           \
+        if (unit) LFP_SUFFIX(forward_tile)(xb, wp + ob, b, out, g, Hp, Wp, Opad, channels, kiLo, kiHi, k, 1);       \
+        else LFP_SUFFIX(forward_tile)(xb, wp + ob, b, out, g, Hp, Wp, Opad, channels, kiLo, kiHi, k, 0);            \
+        break;
                         LFP_CASE(1) LFP_CASE(2) LFP_CASE(3) LFP_CASE(4) LFP_CASE(5) LFP_CASE(6) LFP_CASE(7)
                         LFP_CASE(8) LFP_CASE(9) LFP_CASE(10) LFP_CASE(11) LFP_CASE(12) LFP_CASE(13) LFP_CASE(14)
 #undef LFP_CASE
@@ -75,10 +112,10 @@ static void LFP_SUFFIX(forward)(const float *x, const float *wp, const float *bi
 // accumulators, over every output position of one sample: per position one vector of the
 // output signal and KH*KW broadcast inputs (the weight map S^T A, written per tap).
 LFP_INLINE void LFP_SUFFIX(weight_tile)(const float *xc, const float *dyT, float *accRow,
-                                        const lfp_conv_geometry *g, int Wp, int Opad, int KH, int KW) {
+                                        const lfp_conv_geometry *g, int Wp, int Opad, int KH, int KW, int unitDilation) {
     v16 a[LFP_DIRECT_MAX_TAPS];
     for (int r = 0; r < KH * KW; r++) a[r] = lfp_load(accRow + (long)r * Opad);
-    const int sh = g->SH, sw = g->SW, dh = g->DH, dw = g->DW;
+    const int sh = g->SH, sw = g->SW, dh = unitDilation ? 1 : g->DH, dw = unitDilation ? 1 : g->DW;
     for (int oy = 0; oy < g->OH; oy++) {
         const float *xrow = xc + (long)oy * sh * Wp;
         const float *d = dyT + (long)oy * g->OW * Opad;
@@ -100,22 +137,34 @@ static void LFP_SUFFIX(weight_map)(const float *x, const float *dy, float *acc,
     float *dyT = scratch + (long)g->C * Hp * Wp;  // [P][Opad]
     for (int n = n0; n < n1; n++) {
         const float *xs = lfp_padded_sample(x + n * inSize, g->C, g->H, g->W, g->PH, g->PW, scratch);
-        // dy[n] [O, P] -> dyT [P][Opad], zero in the padding channels.
+        // dy[n] [O, P] -> dyT [P][Opad], zero in the padding channels: 16x16 blocks transposed
+        // in registers, the last positions one by one.
         const float *dn = dy + n * outSize;
-        for (long p = 0; p < P; p++) {
-            float *row = dyT + p * Opad;
-            for (int o = 0; o < g->O; o++) row[o] = dn[o * P + p];
-            for (int o = g->O; o < Opad; o++) row[o] = 0;
+        for (int ob = 0; ob < Opad; ob += 16) {
+            const int channels = g->O - ob < 16 ? g->O - ob : 16;
+            long p = 0;
+            for (; p + 16 <= P; p += 16) {
+                v16 block[16];
+                for (int o = 0; o < 16; o++) block[o] = o < channels ? lfp_load(dn + (ob + o) * P + p) : (v16)0;
+                LFP_SUFFIX(transpose16)(block);
+                for (int q = 0; q < 16; q++) lfp_store(dyT + (p + q) * Opad + ob, block[q]);
+            }
+            for (; p < P; p++) {
+                float *row = dyT + p * Opad + ob;
+                for (int o = 0; o < 16; o++) row[o] = o < channels ? dn[(ob + o) * P + p] : 0;
+            }
         }
         for (int ob = 0; ob < Opad; ob += 16) {
             for (int c = 0; c < g->C; c++) {
                 const float *xc = xs + (long)c * Hp * Wp;
                 float *accRow = acc + (long)c * taps * Opad + ob;
-                // Constant kernel sizes, so that the accumulators are registers.
-                if (g->KH == 5 && g->KW == 5) LFP_SUFFIX(weight_tile)(xc, dyT + ob, accRow, g, Wp, Opad, 5, 5);
-                else if (g->KH == 3 && g->KW == 3) LFP_SUFFIX(weight_tile)(xc, dyT + ob, accRow, g, Wp, Opad, 3, 3);
-                else if (g->KH == 1 && g->KW == 1) LFP_SUFFIX(weight_tile)(xc, dyT + ob, accRow, g, Wp, Opad, 1, 1);
-                else LFP_SUFFIX(weight_tile)(xc, dyT + ob, accRow, g, Wp, Opad, g->KH, g->KW);
+                // Constant kernel sizes (and dilation), so that the accumulators are registers and
+                // the taps' inputs sit at constant offsets from a few row pointers.
+                const int unit = g->DH == 1 && g->DW == 1;
+                if (unit && g->KH == 5 && g->KW == 5) LFP_SUFFIX(weight_tile)(xc, dyT + ob, accRow, g, Wp, Opad, 5, 5, 1);
+                else if (unit && g->KH == 3 && g->KW == 3) LFP_SUFFIX(weight_tile)(xc, dyT + ob, accRow, g, Wp, Opad, 3, 3, 1);
+                else if (unit && g->KH == 1 && g->KW == 1) LFP_SUFFIX(weight_tile)(xc, dyT + ob, accRow, g, Wp, Opad, 1, 1, 1);
+                else LFP_SUFFIX(weight_tile)(xc, dyT + ob, accRow, g, Wp, Opad, g->KH, g->KW, 0);
             }
         }
     }
