@@ -321,18 +321,27 @@ public enum Convolution {
         return dw
     }
 
-    /// Bias map: `db[o] = sum over batch and positions of dy[n, o, :, :]`.
+    /// Bias map: `db[o] = sum over batch and positions of dy[n, o, :, :]`; each worker sums
+    /// its own channels, over the samples in order.
     public static func backwardBias(_ dy: Tensor) -> Tensor {
         let n = dy.shape[0], o = dy.shape[1]
         let positions = dy.count / max(1, n * o)
-        var db = Tensor(shape: [o])
+        var db = Tensor(uninitializedShape: [o])
         dy.storage.withUnsafeBufferPointer { p in
-            for s in 0..<n {
-                for c in 0..<o {
-                    let base = (s * o + c) * positions
-                    var acc: Float = 0
-                    for i in 0..<positions { acc += p[base + i] }
-                    db.storage[c] += acc
+            db.storage.withUnsafeMutableBufferPointer { out in
+                let (src, dst) = (p.baseAddress, out.baseAddress)
+                Parallel.chunks(o, costPerItem: n * positions) { _, channels in
+                    let (src, dst) = (src!, dst!)
+                    for c in channels {
+                        var total: Float = 0
+                        for s in 0..<n {
+                            let line = src + (s * o + c) * positions
+                            var acc: Float = 0
+                            for i in 0..<positions { acc += line[i] }
+                            total += acc
+                        }
+                        dst[c] = total
+                    }
                 }
             }
         }

@@ -23,8 +23,8 @@ public enum Pooling {
     public static func maxForward(_ x: Tensor, geometry g: PoolGeometry) -> (output: Tensor, argmax: [Int32]) {
         let n = x.shape[0]
         let oh = g.outHeight, ow = g.outWidth
-        var y = Tensor(shape: [n, g.channels, oh, ow])
-        var argmax = [Int32](repeating: 0, count: y.count)
+        var y = Tensor(uninitializedShape: [n, g.channels, oh, ow])  // every element is written
+        var argmax = [Int32](unsafeUninitializedCapacity: y.count) { _, c in c = y.count }
         // Geometry in locals: the compiler keeps them in registers across the stores below.
         let (ih, iw, kh, kw) = (g.inHeight, g.inWidth, g.kernelHeight, g.kernelWidth)
         let (sh, sw, ph, pw) = (g.strideHeight, g.strideWidth, g.paddingHeight, g.paddingWidth)
@@ -85,16 +85,24 @@ public enum Pooling {
 
     /// Routes `dy` to the winners recorded by `maxForward`: the result has the input's shape.
     public static func maxBackward(_ dy: Tensor, argmax: [Int32], inputShape: [Int], geometry g: PoolGeometry) -> Tensor {
-        var dx = Tensor(shape: inputShape)
+        var dx = Tensor(uninitializedShape: inputShape)
         let planeIn = g.inHeight * g.inWidth, planeOut = g.outHeight * g.outWidth
         let planes = dy.count / max(1, planeOut)
-        dy.storage.withUnsafeBufferPointer { pdy in
-            dx.storage.withUnsafeMutableBufferPointer { pdx in
-                argmax.withUnsafeBufferPointer { pa in
-                    for plane in 0..<planes {
-                        for k in 0..<planeOut {
-                            let i = plane * planeOut + k
-                            pdx[plane * planeIn + Int(pa[i])] += pdy[i]
+        precondition(dx.count == planes * planeIn, "max-pool backward: \(dy.shape) does not fit input \(inputShape)")
+        dy.storage.withUnsafeBufferPointer { pdy0 in
+            dx.storage.withUnsafeMutableBufferPointer { pdx0 in
+                argmax.withUnsafeBufferPointer { pa0 in
+                    let (pdy, pdx, pa) = (pdy0.baseAddress, pdx0.baseAddress, pa0.baseAddress)
+                    // Each plane of dx is zeroed and filled by one worker.
+                    Parallel.chunks(planes, costPerItem: planeIn + planeOut) { _, range in
+                        let (pdx, pdy, pa) = (pdx!, pdy!, pa!)
+                        for plane in range {
+                            let out = pdx + plane * planeIn
+                            out.update(repeating: 0, count: planeIn)
+                            for k in 0..<planeOut {
+                                let i = plane * planeOut + k
+                                out[Int(pa[i])] += pdy[i]
+                            }
                         }
                     }
                 }

@@ -89,22 +89,28 @@ public struct Tensor: Sendable, Equatable, CustomStringConvertible {
 // MARK: - Elementwise operations
 
 extension Tensor {
-    /// Applies `f` to every element.
+    /// Applies `f` to every element, in one pass into a new tensor. (Serial: a closure handed
+    /// to the workers is called per element instead of inlined, which costs more than the
+    /// second core gains; hot elementwise kernels are written out in `Parallel.elementwise`.)
     @inlinable public func map(_ f: (Float) -> Float) -> Tensor {
-        var result = self
-        result.storage.withUnsafeMutableBufferPointer { p in
-            for i in p.indices { p[i] = f(p[i]) }
+        var result = Tensor(uninitializedShape: shape)
+        storage.withUnsafeBufferPointer { a in
+            result.storage.withUnsafeMutableBufferPointer { r in
+                for i in a.indices { r[i] = f(a[i]) }
+            }
         }
         return result
     }
 
-    /// Combines two tensors of equal shape elementwise.
+    /// Combines two tensors of equal shape elementwise, in one pass into a new tensor.
     @inlinable public func zipMap(_ other: Tensor, _ f: (Float, Float) -> Float) -> Tensor {
         precondition(shape == other.shape, "shape mismatch \(shape) vs \(other.shape)")
-        var result = self
-        result.storage.withUnsafeMutableBufferPointer { r in
-            other.storage.withUnsafeBufferPointer { o in
-                for i in r.indices { r[i] = f(r[i], o[i]) }
+        var result = Tensor(uninitializedShape: shape)
+        storage.withUnsafeBufferPointer { a in
+            other.storage.withUnsafeBufferPointer { b in
+                result.storage.withUnsafeMutableBufferPointer { r in
+                    for i in a.indices { r[i] = f(a[i], b[i]) }
+                }
             }
         }
         return result
@@ -216,6 +222,20 @@ extension Tensor {
         }
     }
 
+    /// `self[i] *= other[i]`, split over the cores.
+    public mutating func multiplyElementwise(by other: Tensor) {
+        precondition(shape == other.shape, "shape mismatch \(shape) vs \(other.shape)")
+        storage.withUnsafeMutableBufferPointer { r in
+            other.storage.withUnsafeBufferPointer { o in
+                let (rs, os) = (r.baseAddress, o.baseAddress)
+                Parallel.elementwise(r.count) { range in
+                    let (rs, os) = (rs!, os!)  // unwrapped once, so that the loop vectorises
+                    for i in range { rs[i] *= os[i] }
+                }
+            }
+        }
+    }
+
     /// `self[i] *= |other[i]| * scale` (the parameter-feedback epilogue of the LFP rules), split
     /// over the cores.
     public mutating func multiplyByMagnitude(of other: Tensor, scale: Float) {
@@ -224,7 +244,8 @@ extension Tensor {
             other.storage.withUnsafeBufferPointer { o in
                 let (rs, os) = (r.baseAddress, o.baseAddress)
                 Parallel.elementwise(r.count) { range in
-                    for i in range { rs![i] = rs![i] * abs(os![i]) * scale }
+                    let (rs, os) = (rs!, os!)  // unwrapped once, so that the loop vectorises
+                    for i in range { rs[i] = rs[i] * abs(os[i]) * scale }
                 }
             }
         }

@@ -51,15 +51,28 @@ public enum Activation: Sendable, Equatable, CustomStringConvertible {
 
     /// Applies the activation to every element in place, with one loop per activation kind
     /// (the kind is switched on once, not per element).
-    public func apply(to x: inout Tensor) {
-        x.storage.withUnsafeMutableBufferPointer { p in
-            switch self {
-            case .relu: for i in p.indices { p[i] = max(p[i], 0) }
-            case .step: for i in p.indices { p[i] = p[i] > 0 ? 1 : 0 }
-            case .leakyReLU(let s): for i in p.indices { p[i] = p[i] > 0 ? p[i] : s * p[i] }
-            default: for i in p.indices { p[i] = apply(p[i]) }
+    public func apply(to x: inout Tensor) { x = applied(x) }
+
+    /// The activation of every element, in a new tensor (one pass, on all cores for large
+    /// tensors; the forward trace keeps the input, so an in-place update would copy it first).
+    public func applied(_ x: Tensor) -> Tensor {
+        var y = Tensor(uninitializedShape: x.shape)
+        x.storage.withUnsafeBufferPointer { px in
+            y.storage.withUnsafeMutableBufferPointer { py in
+                let (src, dst) = (px.baseAddress, py.baseAddress)
+                Parallel.elementwise(px.count) { range in
+                    // One loop per kind, written out (pointers unwrapped once) so that it vectorises.
+                    let (src, dst) = (src!, dst!)
+                    switch self {
+                    case .relu: for i in range { dst[i] = max(src[i], 0) }
+                    case .step: for i in range { dst[i] = src[i] > 0 ? 1 : 0 }
+                    case .leakyReLU(let s): for i in range { dst[i] = src[i] > 0 ? src[i] : s * src[i] }
+                    default: for i in range { dst[i] = apply(src[i]) }
+                    }
+                }
             }
         }
+        return y
     }
 
     /// The derivative at pre-activation `x` with output `y = apply(x)`.

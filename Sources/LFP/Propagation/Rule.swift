@@ -135,6 +135,29 @@ extension Rule {
         }
     }
 
+    /// `S = F / stab(Z)` of LFP-epsilon, `stab(z) = z + eps sign(z)` with `sign(0) = +1`
+    /// (LFP-MATH.md section 2), in one pass on all cores.
+    static func epsilonQuotient(_ f: Tensor, _ z: Tensor, epsilon eps: Float) -> Tensor {
+        precondition(f.shape == z.shape, "feedback \(f.shape) does not match the layer output \(z.shape)")
+        var s = Tensor(uninitializedShape: f.shape)
+        f.storage.withUnsafeBufferPointer { pf in
+            z.storage.withUnsafeBufferPointer { pz in
+                s.storage.withUnsafeMutableBufferPointer { ps in
+                    let (fs, zs, ss) = (pf.baseAddress, pz.baseAddress, ps.baseAddress)
+                    Parallel.elementwise(pf.count) { range in
+                        // Unwrapped once: a force-unwrap per element keeps the loop scalar.
+                        let (fs, zs, ss) = (fs!, zs!, ss!)
+                        for i in range {
+                            let zj = zs[i]
+                            ss[i] = fs[i] / (zj + (zj >= 0 ? eps : -eps))
+                        }
+                    }
+                }
+            }
+        }
+        return s
+    }
+
     /// Applies the rule to one affine layer in matrix form (LFP-MATH.md section 3).
     /// - Parameters:
     ///   - a: the layer input `A`; z: its output `Z` (bias included); f: feedback at `Z`.
@@ -145,23 +168,25 @@ extension Rule {
         switch self {
         case .zero, .epsilon, .zPlusZMinus, .scaledEpsilon, .thresholdEpsilon:
             // All five are f_ij = z_ij * S_j for an S computed from F and Z.
-            var s = f
+            var s: Tensor
             switch self {
             case .zero:
-                s.formZipMap(z) { fj, zj in zj == 0 ? 0 : fj / zj }
+                s = f.zipMap(z) { fj, zj in zj == 0 ? 0 : fj / zj }
             case .epsilon(let eps):
-                s.formZipMap(z) { fj, zj in fj / (zj + (zj >= 0 ? eps : -eps)) }
+                s = Self.epsilonQuotient(f, z, epsilon: eps)
             case .zPlusZMinus(let eps):
                 // D = |A| |W|^T + |b| = sum_i |z_ij|;  S = sign(Z) F / (D + eps)
                 var d = map.forward(a.magnitude, .magnitude)
                 if let b = map.bias { d = Self.addBias(d, b.magnitude) }
                 d.formZipMap(z) { dj, zj in zj >= 0 ? 1 / (dj + eps) : -1 / (dj + eps) }
-                s.formZipMap(d, *)
+                s = f * d
             case .scaledEpsilon(let k):
                 // Per sample n: stab(z) = z + sign(z) k rms_n(z)  (docs/MATH-ACTIVATIONS.md 8.2).
+                s = f
                 Self.divideByScaledStabiliser(&s, z, k: k, quadratic: false)
             case .thresholdEpsilon(let k):
                 // Per sample n: stab(z) = z + sign(z) (k rms_n(z) + z^2 / (k rms_n(z)))  (8.4).
+                s = f
                 Self.divideByScaledStabiliser(&s, z, k: k, quadratic: true)
             default: fatalError("unreachable")
             }
@@ -169,7 +194,7 @@ extension Rule {
             var out = RuleOutput()
             if needInput {
                 var t = map.transpose(s, .plain)
-                t.formZipMap(a, *)
+                t.multiplyElementwise(by: a)
                 out.inputFeedback = t
             }
             if let w = map.weight, var sw = map.weightMap(s, input: a) {
