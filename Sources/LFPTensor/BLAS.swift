@@ -56,51 +56,34 @@ public enum BLAS {
 
     // MARK: Kernels
 
-    /// `C = alpha * op(A) * op(B) + beta * C`, row-major, on all `threads` cores: C is split
-    /// into one contiguous block per worker along its longer side (so the operand every block
-    /// needs whole, and BLAS packs once per block, is the smaller one), and each worker runs a
-    /// single-threaded BLAS call on its block. The library owns the threads: BLAS's own thread
-    /// pool stays at one thread, so it never spins between calls while our workers run.
+    /// `C = alpha * op(A) * op(B) + beta * C`, row-major, on all `threads` cores for products
+    /// of at least `parallelGEMMWork` multiply-adds (BLAS's own threads: they share the packed
+    /// operands, which measured faster than splitting C over our workers for MLP layers).
+    ///
+    /// OpenBLAS's thread count is process-wide; it is 1 outside this call, so that kernels
+    /// which parallelise over samples themselves (`Convolution`) call `serialGEMM` from their
+    /// workers without OpenBLAS starting threads of its own. Do not call `gemm` from several
+    /// threads at once (OpenBLAS serialises threaded calls).
     public static func gemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
                             alpha: Float, a: UnsafePointer<Float>, lda: Int,
                             b: UnsafePointer<Float>, ldb: Int,
                             beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
         if m == 0 || n == 0 { return }
-        let workers = min(threads, m * n * max(k, 1) >= parallelGEMMWork ? threads : 1)
-        if workers <= 1 {
-            serialGEMM(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
-                       b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
-            return
-        }
-        let shared = UncheckedSendable((a, b, c))
-        if n >= m {
-            // Column blocks of C (multiples of 16 columns): op(B)'s columns, all of op(A).
-            let blocks = min(workers, max(1, n / 16))
-            DispatchQueue.concurrentPerform(iterations: blocks) { w in
-                let lo = (n * w / blocks) & ~15, hi = w == blocks - 1 ? n : (n * (w + 1) / blocks) & ~15
-                guard hi > lo else { return }
-                let (a, b, c) = shared.value
-                serialGEMM(transposeA: transposeA, transposeB: transposeB, m: m, n: hi - lo, k: k, alpha: alpha, a: a, lda: lda,
-                           b: transposeB ? b + lo * ldb : b + lo, ldb: ldb, beta: beta, c: c + lo, ldc: ldc)
-            }
-        } else {
-            // Row blocks of C: op(A)'s rows, all of op(B).
-            let blocks = min(workers, m)
-            DispatchQueue.concurrentPerform(iterations: blocks) { w in
-                let lo = m * w / blocks, hi = m * (w + 1) / blocks
-                guard hi > lo else { return }
-                let (a, b, c) = shared.value
-                serialGEMM(transposeA: transposeA, transposeB: transposeB, m: hi - lo, n: n, k: k, alpha: alpha,
-                           a: transposeA ? a + lo : a + lo * lda, lda: lda, b: b, ldb: ldb, beta: beta, c: c + lo * ldc, ldc: ldc)
-            }
-        }
+        let workers = threads
+        #if !canImport(Accelerate)
+        let threaded = workers > 1 && m * n * max(k, 1) >= parallelGEMMWork
+        if threaded { openblas_set_num_threads(Int32(workers)) }
+        defer { if threaded { openblas_set_num_threads(1) } }
+        #endif
+        serialGEMM(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
+                   b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
     }
 
     /// Below this many multiply-adds a product runs on the calling thread (about 50 µs of work).
     static let parallelGEMMWork = 1 << 18
 
     /// The same product as `gemm`, on the calling thread only: for kernels that are already
-    /// parallel (each of their workers calls this on its own data).
+    /// parallel (each of their workers calls this on its own data). (Also the one BLAS call.)
     @inlinable
     public static func serialGEMM(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
                                   alpha: Float, a: UnsafePointer<Float>, lda: Int,
@@ -228,7 +211,7 @@ private final class ConfigurationState: @unchecked Sendable {
                 replaced = detected
             }
         }
-        // The library's workers are the parallelism (`BLAS.gemm`); OpenBLAS runs in the caller.
+        // OpenBLAS runs in the caller except inside `BLAS.gemm` (see there).
         openblas_set_num_threads(1)
         return BLAS.Configuration(backend: "OpenBLAS", core: core, detectedCore: replaced, threads: max(1, threads))
         #endif
