@@ -7,7 +7,10 @@
 typedef float v16 __attribute__((ext_vector_type(16)));
 typedef float v16u __attribute__((ext_vector_type(16), aligned(4)));
 
-#define LFP_FORWARD_TILE 14
+// LFP_FORWARD_TILE, set per instruction set below, is the most output columns one forward
+// tile holds in accumulator registers: 16 with AVX-512's 32 registers (measured: 24 spilled
+// and ran at a third of the speed), fewer where each 16-float vector takes 2 (AVX2) or 4
+// (baseline) of 16 registers.
 // Vectors live only inside always-inlined code: no function takes or returns one (their ABI
 // differs between the instruction sets).
 #define lfp_load(p) (*(const v16u *)(p))
@@ -59,20 +62,26 @@ void lfp_conv_pack_weights_flipped(const float *w, const lfp_conv_geometry *g, f
 #if defined(__x86_64__)
 #pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma"))), apply_to = function)
 #define LFP_SUFFIX(name) name##_avx512
+#define LFP_FORWARD_TILE 16
 #include "conv_body.h"
 #undef LFP_SUFFIX
+#undef LFP_FORWARD_TILE
 #pragma clang attribute pop
 
 #pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
 #define LFP_SUFFIX(name) name##_avx2
+#define LFP_FORWARD_TILE 6
 #include "conv_body.h"
 #undef LFP_SUFFIX
+#undef LFP_FORWARD_TILE
 #pragma clang attribute pop
 #endif
 
 #define LFP_SUFFIX(name) name##_baseline
+#define LFP_FORWARD_TILE 3
 #include "conv_body.h"
 #undef LFP_SUFFIX
+#undef LFP_FORWARD_TILE
 
 int lfp_kernels_best_isa(void) {
 #if defined(__x86_64__)

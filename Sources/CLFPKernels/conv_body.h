@@ -60,12 +60,15 @@ LFP_INLINE void LFP_SUFFIX(forward_tile)(const float *xb, const float *wr, const
         }
     }
     // out points at y[n, ob, oy, ox0]; channel o of the tile lives OH*OW floats further.
-    // Transpose [position][channel] to [channel][position] and store T floats per channel.
+    // Transpose [position][channel] to [channel][position], 16 positions at a time, and store.
     const long plane = (long)g->OH * g->OW;
-    v16 rows[16];
-    for (int t = 0; t < 16; t++) rows[t] = t < T ? acc[t] : (v16)0;
-    LFP_SUFFIX(transpose16)(rows);
-    for (int o = 0; o < channels; o++) memcpy(out + o * plane, &rows[o], sizeof(float) * T);
+    for (int t0 = 0; t0 < T; t0 += 16) {
+        const int count = T - t0 < 16 ? T - t0 : 16;
+        v16 rows[16];
+        for (int t = 0; t < 16; t++) rows[t] = t < count ? acc[t0 + t] : (v16)0;
+        LFP_SUFFIX(transpose16)(rows);
+        for (int o = 0; o < channels; o++) memcpy(out + o * plane + t0, &rows[o], sizeof(float) * count);
+    }
 }
 
 static void LFP_SUFFIX(forward)(const float *x, const float *wp, const float *bias, float *y,
@@ -98,7 +101,10 @@ static void LFP_SUFFIX(forward)(const float *x, const float *wp, const float *bi
         else LFP_SUFFIX(forward_tile)(xb, wp + ob, b, out, g, Hp, Wp, Opad, channels, kiLo, kiHi, k, 0);            \
         break;
                         LFP_CASE(1) LFP_CASE(2) LFP_CASE(3) LFP_CASE(4) LFP_CASE(5) LFP_CASE(6) LFP_CASE(7)
+#if LFP_FORWARD_TILE > 7
                         LFP_CASE(8) LFP_CASE(9) LFP_CASE(10) LFP_CASE(11) LFP_CASE(12) LFP_CASE(13) LFP_CASE(14)
+                        LFP_CASE(15) LFP_CASE(16)
+#endif
 #undef LFP_CASE
                         default: break;
                     }
