@@ -350,6 +350,10 @@ public enum Convolution {
 }
 
 extension Convolution {
+    /// The instruction set of the direct convolution kernels on this CPU: "avx512", "avx2" or
+    /// "baseline" (for `lfp doctor`).
+    public static var directKernelSet: String { Direct.name(ofKernelSet: Direct.bestKernelSet) }
+
     /// The direct kernels (CLFPKernels: no im2col, 16 output channels per vector, compiled for
     /// AVX-512, AVX2 and the baseline and picked at run time). Each worker runs a kernel on its
     /// contiguous range of the batch with its own scratch; the weight map's per-worker partial

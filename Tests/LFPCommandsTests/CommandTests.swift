@@ -158,6 +158,28 @@ func runProcess(_ url: URL, _ arguments: [String], environment: [String: String]
     @Test func stepBenchmarkRuns() throws {
         let r = try StepBench.run(model: "lenet1x28", batch: 2, method: "lfp", steps: 2, warmup: 1)
         #expect(r.median_ms > 0 && r.samples_per_s > 0 && r.peak_rss_mb > 0)
+        #expect(r.times_ms?.count == 2 && r.rss_growth_mb != nil)
+    }
+
+    /// The two benchmark commands benchmarks/bench.sh reads: `bench step` with both methods
+    /// alternating (every timed step in the JSON) and `bench conv` (every layer and map).
+    @Test func benchmarkCommandsPrintWhatBenchShReads() throws {
+        guard let lfp = lfpExecutable() else {
+            Issue.record("lfp executable not found next to the tests")
+            return
+        }
+        let step = try runProcess(lfp, ["bench", "step", "--model", "lenet1x28", "--batch", "2", "--method", "lfp,gradient", "--steps", "3", "--json"])
+        #expect(step.status == 0, "\(step.stderr)")
+        let lines = step.stdout.split(separator: "\n").map { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        #expect(lines.map { $0?["method"] as? String } == ["lfp", "gradient"])
+        #expect(lines.allSatisfy { ($0?["times_ms"] as? [Double])?.count == 3 })
+        let conv = try runProcess(lfp, ["bench", "conv", "--batch", "2", "--repeats", "1", "--json"])
+        #expect(conv.status == 0, "\(conv.stderr)")
+        let rows = conv.stdout.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        #expect(rows.count == ConvBench.shapes.count * 3)
+        #expect(rows.allSatisfy { ($0["gflops"] as? Double ?? 0) > 0 && ($0["roofline_fraction"] as? Double ?? 0) > 0 })
+        let bad = try runProcess(lfp, ["bench", "step", "--method", "lfp,adam"])
+        #expect(bad.status != 0 && bad.stderr.contains("unknown --method"))
     }
 
     @Test func doctorCorrectsAMisdetectedOpenBLASCore() throws {
