@@ -4,7 +4,8 @@
 # alternating step by step) and, where PyTorch is installed, PyTorch's gradient step and the
 # reference's LFP step (lfprop; benchmarks/torch_step.py, also alternating), one after the
 # other, for ROUNDS rounds: every implementation sees the same phases of this shared machine.
-# Then the convolution kernels against the sgemm roofline (`lfp bench conv`).
+# Then the convolution kernels against the sgemm roofline (`lfp bench conv`). The tables also
+# replace the block between the speed-table markers in the top-level README.
 #
 #   bash benchmarks/bench.sh                 # ROUNDS=3 STEPS=10 THREADS=all cores
 #   PYTHON=/path/to/python bash benchmarks/bench.sh
@@ -62,4 +63,19 @@ table=$(python3 benchmarks/speed_table.py "$raw" --csv benchmarks/speed.csv --sv
   echo
   echo "$conv"
 } > benchmarks/README.md
+# The README's speed tables: the same tables, between its markers.
+python3 - "$(date -u +%Y-%m-%d)" "$(echo "$doctor" | grep -E '^(core|conv|sgemm n=1024)')" <<'PY'
+import re, sys
+date, doctor = sys.argv[1], sys.argv[2]
+bench = open("benchmarks/README.md").read()
+step = bench[bench.index("| model | batch |"):bench.index("## Convolution kernels")].strip()
+conv = bench[bench.index("sgemm roofline"):].strip()
+block = (f"<!-- speed-table:begin (written by benchmarks/bench.sh) -->\nMeasured {date} by `bash benchmarks/bench.sh` "
+         f"(`lfp doctor`: {'; '.join(line.strip() for line in doctor.splitlines())}):\n\n{step}\n\n{conv}\n<!-- speed-table:end -->")
+readme = open("README.md").read()
+readme, count = re.subn(r"<!-- speed-table:begin.*?<!-- speed-table:end -->", lambda _: block, readme, flags=re.S)
+if count != 1:
+    sys.exit("bench.sh: README.md has no speed-table markers")
+open("README.md", "w").write(readme)
+PY
 cat benchmarks/README.md
