@@ -84,16 +84,25 @@ func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: 
         expectClose(Tensor.matmul(a, b).storage, Naive.matmul(a, false, b, false), "gemm 70x130x90")
     }
 
-    /// Products big enough to be split over the workers, along columns (n >= m, n not a
-    /// multiple of the 16-column blocks) and along rows, with every transpose.
-    @Test(arguments: [(37, 300, 40), (300, 37, 40)], [(false, false), (true, false), (false, true), (true, true)])
-    func parallelMatmulMatchesNaive(size: (Int, Int, Int), transpose: (Bool, Bool)) {
+    /// Products big enough for BLAS's own threads (n >= m and n < m), with and without
+    /// transposes, against flat naive loops.
+    @Test(arguments: [(130, 400, 330), (400, 130, 330)], [(false, false), (true, true)])
+    func threadedMatmulMatchesNaive(size: (Int, Int, Int), transpose: (Bool, Bool)) {
         var rng = SeededRandom(seed: 9)
         let (m, n, k) = size, (ta, tb) = transpose
         #expect(m * n * k >= BLAS.parallelGEMMWork)
         let a = Tensor.normal(ta ? [k, m] : [m, k], rng: &rng)
         let b = Tensor.normal(tb ? [n, k] : [k, n], rng: &rng)
-        expectClose(Tensor.matmul(a, transposeA: ta, b, transposeB: tb).storage, Naive.matmul(a, ta, b, tb), "gemm \(size) \(transpose)")
+        var expected = [Double](repeating: 0, count: m * n)
+        a.storage.withUnsafeBufferPointer { pa in
+            b.storage.withUnsafeBufferPointer { pb in
+                for i in 0..<m { for p in 0..<k {
+                    let av = Double(ta ? pa[p * m + i] : pa[i * k + p])
+                    for j in 0..<n { expected[i * n + j] += av * Double(tb ? pb[j * k + p] : pb[p * n + j]) }
+                } }
+            }
+        }
+        expectClose(Tensor.matmul(a, transposeA: ta, b, transposeB: tb).storage, expected, "gemm \(size) \(transpose)")
     }
 
     @Test func emptyMatmulIsZero() {
