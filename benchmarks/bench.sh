@@ -71,7 +71,7 @@ bench = open("benchmarks/README.md").read()
 step = bench[bench.index("| model | batch |"):bench.index("## Convolution kernels")].strip()
 conv = bench[bench.index("sgemm roofline"):].strip()
 block = (f"<!-- speed-table:begin (written by benchmarks/bench.sh) -->\nMeasured {date} by `bash benchmarks/bench.sh` "
-         f"(`lfp doctor`: {'; '.join(line.strip() for line in doctor.splitlines())}):\n\n{step}\n\n{conv}\n<!-- speed-table:end -->")
+         f"(`lfp doctor`: {'; '.join(' '.join(line.split()) for line in doctor.splitlines())}):\n\n{step}\n\n{conv}\n<!-- speed-table:end -->")
 readme = open("README.md").read()
 readme, count = re.subn(r"<!-- speed-table:begin.*?<!-- speed-table:end -->", lambda _: block, readme, flags=re.S)
 if count != 1:
