@@ -55,7 +55,18 @@ stale() { local out=$1; shift; [ ! -e "$out" ] || [ "$(newest "$@")" -gt "$(stat
 
 SANITIZE=(-sanitize=fuzzer,address)
 COMMON=(-parse-as-library -O -g -swift-version 6 -Xcc -fmodule-map-file="$ROOT/Sources/CZlib/module.modulemap"
-        -Xcc -fmodule-map-file="$ROOT/Sources/CBLAS/module.modulemap" -I "$OUT/modules")
+        -Xcc -fmodule-map-file="$ROOT/Sources/CBLAS/module.modulemap"
+        -Xcc -fmodule-map-file="$ROOT/Sources/CLFPKernels/include/module.modulemap" -I "$OUT/modules")
+
+# The C kernels of LFPTensor (Sources/CLFPKernels), with the toolchain's clang and ASan.
+build_c_kernels() {
+  local sources=("$ROOT"/Sources/CLFPKernels/*.c "$ROOT"/Sources/CLFPKernels/*.h "$ROOT"/Sources/CLFPKernels/include/*.h)
+  if stale "$OUT/obj/CLFPKernels.o" "${sources[@]}"; then
+    echo "fuzz.sh: compiling CLFPKernels" >&2
+    "$(dirname "$(readlink -f "$SWIFTC")")/clang" -O2 -g -fsanitize=address -I "$ROOT/Sources/CLFPKernels/include" \
+      -c "$ROOT/Sources/CLFPKernels/conv.c" -o "$OUT/obj/CLFPKernels.o"
+  fi
+}
 
 # Builds one library module of the main package (all its sources, whole-module) into .build-fuzz.
 build_module() {
@@ -80,9 +91,10 @@ build_target() {
   build_module LFPData
   local objects=("$OUT/obj/LFPData.o") libs=(-lz)
   if [ "$target" = checkpoint ]; then
-    build_module LFPTensor
+    build_c_kernels
+    build_module LFPTensor "$OUT/obj/CLFPKernels.o"
     build_module LFP "$OUT/obj/LFPTensor.o" "$OUT/obj/LFPData.o"
-    objects+=("$OUT/obj/LFPTensor.o" "$OUT/obj/LFP.o")
+    objects+=("$OUT/obj/CLFPKernels.o" "$OUT/obj/LFPTensor.o" "$OUT/obj/LFP.o")
     libs+=(-lopenblas -lm)
   fi
   if stale "$OUT/bin/fuzz-$target" "$source" "$ROOT/Fuzz/Support.swift" "${objects[@]}"; then
