@@ -35,8 +35,9 @@ public struct ConvGeometry: Sendable, Equatable {
     public var outputSize: Int { outChannels * positions }
 }
 
-/// Convolution kernels (im2col + GEMM per sample, samples split over the cores), forward and
-/// the two backward maps.
+/// Convolution kernels, forward and the two backward maps: the direct kernels of CLFPKernels
+/// for layers with few channels (`Direct`), im2col + GEMM per sample otherwise; either way the
+/// samples are split over the cores.
 public enum Convolution {
     /// The output rows `oy` whose input row `oy * sh - ph + ki * dh` lies inside the image.
     @inline(__always)

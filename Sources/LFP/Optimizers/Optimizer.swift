@@ -57,6 +57,7 @@ public struct SGD: Optimizer {
         model.updateParameters { name, p in
             guard let g = directions[name] else { return }
             precondition(g.shape == p.shape, "direction for \(name) has shape \(g.shape), parameter \(p.shape)")
+            if p.count == 0 { return }
             // One fused pass over parameter, direction and velocity, split over the cores.
             let previous = mu != 0 ? velocity.removeValue(forKey: name) : nil
             var v = previous ?? Tensor(uninitializedShape: mu != 0 ? p.shape : [0])
