@@ -176,6 +176,14 @@ public enum ConvBench {
         public var geometry: ConvGeometry
     }
 
+    /// The convolutions of the CIFAR `vgg-like` model (3x3, padding 1).
+    public static let vggShapes: [Shape] = [
+        Shape(name: "vgg-like.conv1", geometry: ConvGeometry(inChannels: 3, inHeight: 32, inWidth: 32, outChannels: 32, kernel: (3, 3), padding: (1, 1))),
+        Shape(name: "vgg-like.conv2", geometry: ConvGeometry(inChannels: 32, inHeight: 32, inWidth: 32, outChannels: 32, kernel: (3, 3), padding: (1, 1))),
+        Shape(name: "vgg-like.conv4", geometry: ConvGeometry(inChannels: 64, inHeight: 16, inWidth: 16, outChannels: 64, kernel: (3, 3), padding: (1, 1))),
+        Shape(name: "vgg-like.conv6", geometry: ConvGeometry(inChannels: 128, inHeight: 8, inWidth: 8, outChannels: 128, kernel: (3, 3), padding: (1, 1))),
+    ]
+
     /// The convolutions of `lenet3x32` and `lenet1x28`.
     public static let shapes: [Shape] = [
         Shape(name: "lenet3x32.conv1", geometry: ConvGeometry(inChannels: 3, inHeight: 32, inWidth: 32, outChannels: 16, kernel: (5, 5))),
@@ -194,7 +202,7 @@ public enum ConvBench {
     }
 
     /// Median time of each map over `repeats` runs; GFLOP/s counts `2 O C kh kw OH OW N`.
-    public static func run(batch: Int, repeats: Int, roofline: Double) -> [Result] {
+    public static func run(batch: Int, repeats: Int, roofline: Double, shapes: [Shape] = shapes) -> [Result] {
         var results: [Result] = []
         for shape in shapes {
             let g = shape.geometry
@@ -232,6 +240,7 @@ struct BenchConv: ParsableCommand {
         commandName: "conv",
         abstract: "Convolution kernel throughput on the LeNet layer shapes, as a fraction of the sgemm roofline (n=1024) measured in the same run.")
 
+    @Option(help: "Layer shapes: lenet (the issue-14 shapes) or vgg-like.") var model = "lenet"
     @Option(help: "Batch size.") var batch = 256
     @Option(help: "Timed runs per map.") var repeats = 20
     @Option(help: "Worker threads (default: all cores).") var threads: Int?
@@ -241,12 +250,14 @@ struct BenchConv: ParsableCommand {
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
         guard repeats >= 1 else { throw ValidationError("--repeats must be at least 1") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        guard ["lenet", "vgg-like"].contains(model) else { throw ValidationError("unknown --model '\(model)'; valid: lenet, vgg-like") }
     }
 
     func run() throws {
         if let threads { BLAS.setThreads(threads) }
         let roofline = DoctorReport.sgemmGFLOPS(n: 1024)
-        let results = ConvBench.run(batch: batch, repeats: repeats, roofline: roofline)
+        let results = ConvBench.run(batch: batch, repeats: repeats, roofline: roofline,
+                                    shapes: model == "lenet" ? ConvBench.shapes : ConvBench.vggShapes)
         if json {
             let e = JSONEncoder()
             e.outputFormatting = [.sortedKeys]
