@@ -52,16 +52,7 @@ public enum Backpropagation {
             case .gaussianNoise:
                 break  // additive noise: the gradient passes unchanged
             case .activation(let a):
-                if needInput {
-                    let x = trace.inputs[index], y = trace.outputs[index]
-                    g.storage.withUnsafeMutableBufferPointer { pg in
-                        x.storage.withUnsafeBufferPointer { px in
-                            y.storage.withUnsafeBufferPointer { py in
-                                for i in pg.indices { pg[i] *= a.derivative(x: px[i], y: py[i]) }
-                            }
-                        }
-                    }
-                }
+                if needInput { a.multiplyByDerivative(&g, input: trace.inputs[index], output: trace.outputs[index]) }
             }
         }
         return ParameterSignals(parameters: grads, input: computeInputGradient ? g : nil, layerOutputs: nil)

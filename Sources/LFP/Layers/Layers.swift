@@ -75,6 +75,30 @@ public enum Activation: Sendable, Equatable, CustomStringConvertible {
         return y
     }
 
+    /// `g *= derivative(x, y)` elementwise (the activation's backward pass), on all cores for
+    /// large tensors, with one written-out loop per kind so that it vectorises.
+    public func multiplyByDerivative(_ g: inout Tensor, input x: Tensor, output y: Tensor) {
+        precondition(g.count == x.count && x.count == y.count, "activation backward: \(g.shape), \(x.shape), \(y.shape) differ")
+        g.storage.withUnsafeMutableBufferPointer { pg in
+            x.storage.withUnsafeBufferPointer { px in
+                y.storage.withUnsafeBufferPointer { py in
+                    let (gs, xs, ys) = (pg.baseAddress, px.baseAddress, py.baseAddress)
+                    Parallel.elementwise(pg.count) { range in
+                        let (gs, xs, ys) = (gs!, xs!, ys!)
+                        // Multiplications (as `derivative` gives), not selects: a conditional
+                        // load of g compiled to a scalar loop with branches.
+                        switch self {
+                        case .relu: for i in range { gs[i] *= xs[i] > 0 ? 1 : 0 }
+                        case .step: for i in range { gs[i] *= 0 }
+                        case .leakyReLU(let s): for i in range { gs[i] *= xs[i] > 0 ? 1 : s }
+                        default: for i in range { gs[i] *= derivative(x: xs[i], y: ys[i]) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// The derivative at pre-activation `x` with output `y = apply(x)`.
     @inlinable public func derivative(x: Float, y: Float) -> Float {
         switch self {
