@@ -237,18 +237,31 @@ extension Tensor {
     }
 
     /// `self[i] *= |other[i]| * scale` (the parameter-feedback epilogue of the LFP rules), split
-    /// over the cores.
-    public mutating func multiplyByMagnitude(of other: Tensor, scale: Float) {
+    /// over the cores. Returns whether every result is finite, found in the same pass (the
+    /// trainer then need not read the feedback again to check it).
+    @discardableResult
+    public mutating func multiplyByMagnitude(of other: Tensor, scale: Float) -> Bool {
         precondition(shape == other.shape, "shape mismatch \(shape) vs \(other.shape)")
+        var chunkFinite = [Bool](repeating: true, count: Parallel.chunkCount(count, minimumWork: 1 << 16))
         storage.withUnsafeMutableBufferPointer { r in
             other.storage.withUnsafeBufferPointer { o in
-                let (rs, os) = (r.baseAddress, o.baseAddress)
-                Parallel.elementwise(r.count) { range in
-                    let (rs, os) = (rs!, os!)  // unwrapped once, so that the loop vectorises
-                    for i in range { rs[i] = rs[i] * abs(os[i]) * scale }
+                chunkFinite.withUnsafeMutableBufferPointer { flags in
+                    let (rs, os) = (r.baseAddress, o.baseAddress)
+                    Parallel.chunks(r.count, minimumWork: 1 << 16) { chunk, range in
+                        let (rs, os) = (rs!, os!)  // unwrapped once, so that the loop vectorises
+                        // Non-finite floats have an all-ones exponent; an integer OR vectorises.
+                        var nonFinite: UInt32 = 0
+                        for i in range {
+                            let v = rs[i] * abs(os[i]) * scale
+                            rs[i] = v
+                            nonFinite |= (v.bitPattern & 0x7F80_0000) == 0x7F80_0000 ? 1 : 0
+                        }
+                        flags[chunk] = nonFinite == 0
+                    }
                 }
             }
         }
+        return !chunkFinite.contains(false)
     }
 
     /// Index of the first non-finite element, if any (a fast check first, then the search).

@@ -348,3 +348,31 @@ func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: 
         // (switching kernels while other tests run GEMMs would race).
     }
 }
+
+@Suite struct ElementwiseTests {
+    /// The |W| epilogue multiplies and reports finiteness in the same pass, in every chunk.
+    @Test(arguments: [10, 300_000])
+    func multiplyByMagnitudeReportsNonFiniteResults(count: Int) {
+        var rng = SeededRandom(seed: 17)
+        let w = Tensor.normal([count], rng: &rng)
+        let s = Tensor.normal([count], rng: &rng)
+        var product = s
+        let finite = product.multiplyByMagnitude(of: w, scale: -2)
+        #expect(finite)
+        for i in [0, count / 2, count - 1] {
+            #expect(product.storage[i] == s.storage[i] * abs(w.storage[i]) * -2)
+        }
+        for bad in [Float.nan, .infinity] {
+            for position in [0, count - 1] {
+                var withBad = s
+                withBad.storage[position] = bad
+                let finite = withBad.multiplyByMagnitude(of: w, scale: 1)
+                #expect(!finite, "\(bad) at \(position)")
+            }
+        }
+        // Overflow to infinity is caught too.
+        var huge = Tensor(shape: [count], repeating: 3e38)
+        let overflowed = !huge.multiplyByMagnitude(of: Tensor(shape: [count], repeating: 2), scale: 1)
+        #expect(overflowed)
+    }
+}

@@ -273,6 +273,22 @@ import LFPTensor
         var rng = SeededRandom(seed: 9)
         #expect(throws: NumericalFault.self) { try trainer.step(input: Tensor(shape: [2, 3], repeating: 1), labels: [0, 1], rng: &rng) }
     }
+
+    /// Feedback that overflows while the logits stay finite is caught where it is computed
+    /// (the |W| epilogue reports it) and named: z = 1e33 - 1e33 = 0, so with feedback 1 at
+    /// the logits S = 1 / eps = 1e6, and the weight feedback S a |w| = 1e39 overflows.
+    @Test func overflowingFeedbackIsNamed() throws {
+        let model = Sequential([.linear(Linear(weight: Tensor(shape: [2, 2], storage: [1, -1, 0, 0]), bias: nil))])
+        let ones = FeedbackFunction.custom(name: "ones") { logits, _ in Tensor(shape: logits.shape, repeating: 1) }
+        var trainer = try Trainer(model: model, optimizer: SGD(learningRate: 0.1), feedback: ones)
+        var rng = SeededRandom(seed: 1)
+        do {
+            try trainer.step(input: Tensor(shape: [1, 2], storage: [1e33, 1e33]), labels: [0], rng: &rng)
+            Issue.record("the step did not fail")
+        } catch {
+            #expect(error.location == "feedback of layers.0.weight", "\(error)")
+        }
+    }
 }
 
 @Suite struct NoiseLayerTests {

@@ -9,6 +9,16 @@ public struct ParameterSignals: Sendable {
     public var input: Tensor?
     /// The signal arriving at each layer's output, when requested (index = layer).
     public var layerOutputs: [Tensor]?
+    /// Parameters whose signal was found finite while it was computed (the trainer skips
+    /// re-reading them for its NaN/Inf check).
+    public var checkedFinite: Set<String> = []
+
+    public init(parameters: [String: Tensor], input: Tensor? = nil, layerOutputs: [Tensor]? = nil, checkedFinite: Set<String> = []) {
+        self.parameters = parameters
+        self.input = input
+        self.layerOutputs = layerOutputs
+        self.checkedFinite = checkedFinite
+    }
 }
 
 /// Gradient back-propagation: the baseline LFP is compared with, and the oracle it is tested against.

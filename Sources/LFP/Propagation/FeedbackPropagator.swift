@@ -53,6 +53,7 @@ public struct FeedbackPropagator: Sendable {
         precondition(rules.count == model.layers.count, "propagator was resolved for another model")
         precondition(trace.outputs.count == model.layers.count, "trace does not belong to this model")
         var result: [String: Tensor] = [:]
+        var checkedFinite: Set<String> = []
         var layerFeedback: [Tensor] = options.recordLayerFeedback ? Array(repeating: Tensor(shape: [0]), count: model.layers.count) : []
         var f = feedback
         let batch = Float(max(1, feedback.shape.first ?? 1))
@@ -70,8 +71,11 @@ public struct FeedbackPropagator: Sendable {
                 let contributing = options.centredInputs ? Self.centred(input, layer: index, model: model, trace: trace) : input
                 let out = rules[index]!.apply(map, input: contributing, output: trace.outputs[index], feedback: f, needInput: needInput,
                                               parameterScale: scale)
-                if let fw = out.weightFeedback { result[Sequential.parameterName(layer: index, "weight")] = fw }
-                if let fb = out.biasFeedback { result[Sequential.parameterName(layer: index, "bias")] = fb }
+                let (weightName, biasName) = (Sequential.parameterName(layer: index, "weight"), Sequential.parameterName(layer: index, "bias"))
+                if let fw = out.weightFeedback { result[weightName] = fw }
+                if let fb = out.biasFeedback { result[biasName] = fb }
+                if out.weightFeedbackIsFinite { checkedFinite.insert(weightName) }
+                if out.biasFeedbackIsFinite { checkedFinite.insert(biasName) }
                 if let fi = out.inputFeedback {
                     f = fi
                     if options.backwardNormalization {
@@ -95,7 +99,7 @@ public struct FeedbackPropagator: Sendable {
             }
         }
         return ParameterSignals(parameters: result, input: options.computeInputFeedback ? f : nil,
-                                layerOutputs: options.recordLayerFeedback ? layerFeedback : nil)
+                                layerOutputs: options.recordLayerFeedback ? layerFeedback : nil, checkedFinite: checkedFinite)
     }
 
     /// The input of affine layer `index` measured from the centre `c` of the activation that

@@ -109,6 +109,8 @@ struct RuleOutput {
     var inputFeedback: Tensor?
     var weightFeedback: Tensor?
     var biasFeedback: Tensor?
+    /// The parameter feedback was found finite while it was computed.
+    var weightFeedbackIsFinite = false, biasFeedbackIsFinite = false
 }
 
 extension Rule {
@@ -198,12 +200,12 @@ extension Rule {
                 out.inputFeedback = t
             }
             if let w = map.weight, var sw = map.weightMap(s, input: a) {
-                sw.multiplyByMagnitude(of: w, scale: parameterScale)
+                out.weightFeedbackIsFinite = sw.multiplyByMagnitude(of: w, scale: parameterScale)
                 out.weightFeedback = sw
             }
             if let b = map.bias {
                 var sb = map.biasMap(s)
-                sb.multiplyByMagnitude(of: b, scale: parameterScale)
+                out.biasFeedbackIsFinite = sb.multiplyByMagnitude(of: b, scale: parameterScale)
                 out.biasFeedback = sb
             }
             return out

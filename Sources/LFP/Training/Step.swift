@@ -92,6 +92,7 @@ public struct Trainer<O: Optimizer>: StepTrainer {
         let predictions = logits.argmaxRows()
         let correct = zip(predictions, labels).filter { $0 == $1 }.count
         var directions: [String: Tensor]
+        var checkedFinite: Set<String> = []
         var objective: Float
         switch method {
         case .lfp:
@@ -99,13 +100,15 @@ public struct Trainer<O: Optimizer>: StepTrainer {
             let c = logits.shape[1]
             objective = labels.enumerated().reduce(0) { $0 + f.storage[$1.offset * c + $1.element] } / Float(max(1, labels.count))
             // The optimizer descends along -feedback: the sign is applied inside the rules.
-            directions = propagator.propagate(model: model, trace: trace, feedback: f, parameterScale: -1).parameters
+            let signals = propagator.propagate(model: model, trace: trace, feedback: f, parameterScale: -1)
+            directions = signals.parameters
+            checkedFinite = signals.checkedFinite
         case .gradient(let loss):
             let (value, g) = loss.evaluate(logits: logits, labels: labels, reduction: .mean)
             objective = value
             directions = Backpropagation.gradients(model: model, trace: trace, outputGradient: g).parameters
         }
-        for (name, d) in directions {
+        for (name, d) in directions where !checkedFinite.contains(name) {
             if let bad = d.firstNonFiniteIndex {
                 throw NumericalFault(location: method == .lfp ? "feedback of \(name)" : "gradient of \(name)", value: d.storage[bad])
             }
