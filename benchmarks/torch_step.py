@@ -1,7 +1,7 @@
 """Times PyTorch's gradient step and, where lfprop is installed, the reference implementation's LFP step
 on the benchmark models of `lfp bench` (same layers, batch, random data and optimizer), alternating the
 two step by step. Prints one JSON object per method with every timed step, for benchmarks/bench.sh to
-merge with our own measurements. Needs torch (`bash benchmarks/setup-reference.sh`); never a dependency
+merge with our own measurements. Needs torch (the `.reference-venv` of benchmarks/bench.sh); never a dependency
 of the package.
 
     python benchmarks/torch_step.py --model lenet3x32 --batch 256 --steps 10 --threads 2

@@ -8,9 +8,9 @@ typedef float v16 __attribute__((ext_vector_type(16)));
 typedef float v16u __attribute__((ext_vector_type(16), aligned(4)));
 
 // LFP_FORWARD_TILE, set per instruction set below, is the most output columns one forward
-// tile holds in accumulator registers: 16 with AVX-512's 32 registers (measured: 24 spilled
-// and ran at a third of the speed), fewer where each 16-float vector takes 2 (AVX2) or 4
-// (baseline) of 16 registers.
+// tile holds in accumulator registers: 16 with AVX-512's 32 registers (measured: tiles of 24
+// and 28 columns ran at a half to a third of the speed, most likely spilling), fewer where each
+// 16-float vector takes 2 (AVX2) or 4 (baseline) of 16 registers.
 // Vectors live only inside always-inlined code: no function takes or returns one (their ABI
 // differs between the instruction sets).
 #define lfp_load(p) (*(const v16u *)(p))

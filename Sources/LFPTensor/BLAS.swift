@@ -79,14 +79,15 @@ public enum BLAS {
                    b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
     }
 
-    /// Below this many multiply-adds (16 M, about 0.15 ms on one core) a product runs on the
-    /// calling thread. After a threaded call OpenBLAS's threads spin for a while in
+    /// Below this many multiply-adds (16 M: about 0.3 ms on one core at 100 GFLOP/s) a product
+    /// runs on the calling thread. After a threaded call OpenBLAS's threads spin for a while in
     /// `sched_yield`, competing with the library's own workers: with LeNet's small dense
     /// layers threaded (threshold 256 K), the spinning took 30 % of a LeNet step's samples.
     static let parallelGEMMWork = 1 << 24
 
     /// The same product as `gemm`, on the calling thread only: for kernels that are already
-    /// parallel (each of their workers calls this on its own data). (Also the one BLAS call.)
+    /// parallel (each of their workers calls this on its own data). The one place that calls
+    /// `cblas_sgemm`.
     @inlinable
     public static func serialGEMM(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
                                   alpha: Float, a: UnsafePointer<Float>, lda: Int,

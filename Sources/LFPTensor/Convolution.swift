@@ -162,21 +162,26 @@ public enum Convolution {
             && g.paddingHeight == 0 && g.paddingWidth == 0
     }
 
-    /// Runs `body(worker, samples)` over contiguous ranges of the batch, one range per worker;
-    /// the workers call `BLAS.serialGEMM` (they are the parallelism: every phase of every
-    /// sample, im2col, GEMM and col2im, runs on all cores, with no serial phase between). The split depends only on the batch and thread count, so
-    /// results are bit-identical run to run at a fixed thread count.
-    static func forEachSampleRange(_ n: Int, work: Int, _ body: (_ worker: Int, _ samples: Range<Int>) -> Void) {
-        let workers = Parallel.chunkCount(n, costPerItem: work)
-        if workers <= 1 {
-            if n > 0 { body(0, 0..<n) }
-            return
+    /// Runs `body(worker, scratch, samples)` over contiguous ranges of the batch, one range
+    /// per worker, each with `scratchPerWorker` floats of its own. The workers are the
+    /// parallelism (they call `BLAS.serialGEMM` or a direct kernel), so every phase of every
+    /// sample runs on all cores. The split depends only on the batch, the work per sample and
+    /// the thread count, so results are bit-identical run to run at a fixed thread count.
+    static func forEachWorker(_ n: Int, work: Int, scratchPerWorker: Int,
+                              _ body: (_ worker: Int, _ scratch: UnsafeMutablePointer<Float>, _ samples: Range<Int>) -> Void) {
+        let size = max(1, scratchPerWorker), workers = workerCount(n, work: work)
+        var scratch = [Float](unsafeUninitializedCapacity: workers * size) { _, c in c = workers * size }
+        scratch.withUnsafeMutableBufferPointer { ps in
+            let base = ps.baseAddress!
+            Parallel.chunks(n, costPerItem: work) { worker, samples in body(worker, base + worker * size, samples) }
         }
-        Parallel.chunks(n, costPerItem: work, body)
     }
 
-    /// How many workers `forEachSampleRange` uses (for per-worker scratch).
+    /// How many workers `forEachWorker` uses (for per-worker partial sums).
     static func workerCount(_ n: Int, work: Int) -> Int { Parallel.chunkCount(n, costPerItem: work) }
+
+    /// Multiply-adds of one sample's forward map (the work measure `forEachWorker` splits by).
+    static func workPerSample(_ g: ConvGeometry) -> Int { g.outChannels * g.patchSize * g.positions }
 
     /// `y = conv2d(x, w) + bias`: x `[N, C, H, W]`, w `[O, C, kh, kw]`, bias `[O]` -> `[N, O, OH, OW]`.
     public static func forward(_ x: Tensor, weight w: Tensor, bias: Tensor?, geometry g: ConvGeometry) -> Tensor {
@@ -205,30 +210,24 @@ public enum Convolution {
         var y = Tensor(uninitializedShape: [n, g.outChannels, g.outHeight, g.outWidth])
         let (p, o, k) = (g.positions, g.outChannels, g.patchSize)
         let pointwise = isPointwise(g)
-        let work = o * k * p
-        let workers = workerCount(n, work: work)
-        var scratch = [Float](unsafeUninitializedCapacity: pointwise ? 0 : workers * k * p) { _, c in c = pointwise ? 0 : workers * k * p }
         let biasValues = bias?.storage
         x.storage.withUnsafeBufferPointer { px in
             w.storage.withUnsafeBufferPointer { pw in
                 y.storage.withUnsafeMutableBufferPointer { py in
-                    scratch.withUnsafeMutableBufferPointer { pc in
-                        let (xs, ws, ys, cs) = (px.baseAddress!, pw.baseAddress!, py.baseAddress!, pc.baseAddress)
-                        forEachSampleRange(n, work: work) { worker, samples in
-                            for s in samples {
-                                let input = xs + s * g.inputSize, out = ys + s * g.outputSize
-                                var col = UnsafePointer(input)
-                                if !pointwise {
-                                    let buffer = cs! + worker * k * p
-                                    im2col(input, g, buffer)
-                                    col = UnsafePointer(buffer)
-                                }
-                                if let biasValues {
-                                    for c in 0..<o { (out + c * p).update(repeating: biasValues[c], count: p) }
-                                }
-                                BLAS.serialGEMM(transposeA: false, transposeB: false, m: o, n: p, k: k, alpha: 1, a: ws, lda: k,
-                                          b: col, ldb: p, beta: biasValues == nil ? 0 : 1, c: out, ldc: p)
+                    let (xs, ws, ys) = (px.baseAddress!, pw.baseAddress!, py.baseAddress!)
+                    forEachWorker(n, work: workPerSample(g), scratchPerWorker: pointwise ? 0 : k * p) { _, buffer, samples in
+                        for s in samples {
+                            let input = xs + s * g.inputSize, out = ys + s * g.outputSize
+                            var col = UnsafePointer(input)
+                            if !pointwise {
+                                im2col(input, g, buffer)
+                                col = UnsafePointer(buffer)
                             }
+                            if let biasValues {
+                                for c in 0..<o { (out + c * p).update(repeating: biasValues[c], count: p) }
+                            }
+                            BLAS.serialGEMM(transposeA: false, transposeB: false, m: o, n: p, k: k, alpha: 1, a: ws, lda: k,
+                                            b: col, ldb: p, beta: biasValues == nil ? 0 : 1, c: out, ldc: p)
                         }
                     }
                 }
@@ -244,28 +243,19 @@ public enum Convolution {
         var dx = Tensor(uninitializedShape: [n, g.inChannels, g.inHeight, g.inWidth])
         let (p, o, k) = (g.positions, g.outChannels, g.patchSize)
         let pointwise = isPointwise(g)
-        let work = o * k * p
-        let workers = workerCount(n, work: work)
-        var scratch = [Float](unsafeUninitializedCapacity: pointwise ? 0 : workers * k * p) { _, c in c = pointwise ? 0 : workers * k * p }
         dy.storage.withUnsafeBufferPointer { pdy in
             w.storage.withUnsafeBufferPointer { pw in
                 dx.storage.withUnsafeMutableBufferPointer { pdx in
-                    scratch.withUnsafeMutableBufferPointer { pc in
-                        let (dys, ws, dxs, cs) = (pdy.baseAddress!, pw.baseAddress!, pdx.baseAddress!, pc.baseAddress)
-                        forEachSampleRange(n, work: work) { worker, samples in
-                            for s in samples {
-                                let out = dxs + s * g.inputSize
-                                if pointwise {
-                                    BLAS.serialGEMM(transposeA: true, transposeB: false, m: k, n: p, k: o, alpha: 1, a: ws, lda: k,
-                                              b: dys + s * g.outputSize, ldb: p, beta: 0, c: out, ldc: p)
-                                    continue
-                                }
-                                let col = cs! + worker * k * p
-                                BLAS.serialGEMM(transposeA: true, transposeB: false, m: k, n: p, k: o, alpha: 1, a: ws, lda: k,
-                                          b: dys + s * g.outputSize, ldb: p, beta: 0, c: col, ldc: p)
-                                out.update(repeating: 0, count: g.inputSize)
-                                col2im(col, g, out)
-                            }
+                    let (dys, ws, dxs) = (pdy.baseAddress!, pw.baseAddress!, pdx.baseAddress!)
+                    forEachWorker(n, work: workPerSample(g), scratchPerWorker: pointwise ? 0 : k * p) { _, col, samples in
+                        for s in samples {
+                            let out = dxs + s * g.inputSize
+                            // Pointwise: the columns are the input itself.
+                            BLAS.serialGEMM(transposeA: true, transposeB: false, m: k, n: p, k: o, alpha: 1, a: ws, lda: k,
+                                            b: dys + s * g.outputSize, ldb: p, beta: 0, c: pointwise ? out : col, ldc: p)
+                            if pointwise { continue }
+                            out.update(repeating: 0, count: g.inputSize)
+                            col2im(col, g, out)
                         }
                     }
                 }
@@ -284,36 +274,30 @@ public enum Convolution {
         var dw = Tensor(shape: [o, g.inChannels, g.kernelHeight, g.kernelWidth])
         if n == 0 { return dw }
         let pointwise = isPointwise(g)
-        let work = o * k * p
-        let workers = workerCount(n, work: work)
-        let colSize = pointwise ? 0 : k * p
-        var scratch = [Float](unsafeUninitializedCapacity: workers * colSize) { _, c in c = workers * colSize }
+        let work = workPerSample(g), workers = workerCount(n, work: work)
         // Worker 0 accumulates into dw itself, the others into partial sums.
         var partials = [Float](repeating: 0, count: (workers - 1) * o * k)
         dy.storage.withUnsafeBufferPointer { pdy in
             x.storage.withUnsafeBufferPointer { px in
                 dw.storage.withUnsafeMutableBufferPointer { pdw in
-                    scratch.withUnsafeMutableBufferPointer { pc in
-                        partials.withUnsafeMutableBufferPointer { pp in
-                            let (dys, xs, dws, cs, ps) = (pdy.baseAddress!, px.baseAddress!, pdw.baseAddress!, pc.baseAddress, pp.baseAddress)
-                            forEachSampleRange(n, work: work) { worker, samples in
-                                let acc = worker == 0 ? dws : ps! + (worker - 1) * o * k
-                                for s in samples {
-                                    let input = xs + s * g.inputSize
-                                    var col = UnsafePointer(input)
-                                    if !pointwise {
-                                        let buffer = cs! + worker * colSize
-                                        im2col(input, g, buffer)
-                                        col = UnsafePointer(buffer)
-                                    }
-                                    BLAS.serialGEMM(transposeA: false, transposeB: true, m: o, n: k, k: p, alpha: 1, a: dys + s * g.outputSize, lda: p,
-                                              b: col, ldb: p, beta: s == samples.lowerBound ? 0 : 1, c: acc, ldc: k)
+                    partials.withUnsafeMutableBufferPointer { pp in
+                        let (dys, xs, dws, ps) = (pdy.baseAddress!, px.baseAddress!, pdw.baseAddress!, pp.baseAddress)
+                        forEachWorker(n, work: work, scratchPerWorker: pointwise ? 0 : k * p) { worker, buffer, samples in
+                            let acc = worker == 0 ? dws : ps! + (worker - 1) * o * k
+                            for s in samples {
+                                let input = xs + s * g.inputSize
+                                var col = UnsafePointer(input)
+                                if !pointwise {
+                                    im2col(input, g, buffer)
+                                    col = UnsafePointer(buffer)
                                 }
+                                BLAS.serialGEMM(transposeA: false, transposeB: true, m: o, n: k, k: p, alpha: 1, a: dys + s * g.outputSize, lda: p,
+                                                b: col, ldb: p, beta: s == samples.lowerBound ? 0 : 1, c: acc, ldc: k)
                             }
-                            for worker in 1..<max(1, workers) {
-                                let partial = ps! + (worker - 1) * o * k
-                                for i in 0..<(o * k) { dws[i] += partial[i] }
-                            }
+                        }
+                        for worker in 1..<max(1, workers) {
+                            let partial = ps! + (worker - 1) * o * k
+                            for i in 0..<(o * k) { dws[i] += partial[i] }
                         }
                     }
                 }
@@ -367,7 +351,8 @@ extension Convolution {
         static func name(ofKernelSet set: Int32) -> String { ["baseline", "avx2", "avx512"][Int(set)] }
 
         /// Where the direct kernels are used: small channel counts, where im2col + GEMM spends
-        /// its time unfolding and packing rather than multiplying (LeNet: 3x the im2col speed).
+        /// its time unfolding and packing rather than multiplying (measured with `lfp bench
+        /// conv`: the LeNet maps 1.2-3.5x, the VGG-like 32-64-channel maps 1.1-2.3x faster).
         static func applies(_ g: ConvGeometry) -> Bool {
             g.outChannels <= 64 && g.patchSize <= 1600
         }
@@ -394,37 +379,43 @@ extension Convolution {
                               PH: Int32(g.paddingHeight), PW: Int32(g.paddingWidth), DH: Int32(g.dilationHeight), DW: Int32(g.dilationWidth))
         }
 
-        /// Runs `body(worker, workerScratch, samples)` over the workers' ranges of the batch.
-        static func forEachRange(_ n: Int, _ g: ConvGeometry, _ cg: inout lfp_conv_geometry,
-                                 _ body: (Int, UnsafeMutablePointer<Float>, Range<Int>) -> Void) {
-            let work = g.outChannels * g.patchSize * g.positions
-            let workers = Parallel.chunkCount(n, costPerItem: work)
-            let size = max(1, Int(lfp_conv_scratch_floats(&cg)))
-            var scratch = [Float](unsafeUninitializedCapacity: workers * size) { _, c in c = workers * size }
-            scratch.withUnsafeMutableBufferPointer { ps in
-                let base = ps.baseAddress!
-                Parallel.chunks(n, costPerItem: work) { worker, range in body(worker, base + worker * size, range) }
+        /// Runs `body(geometry, worker, scratch, samples)` over the workers' ranges of the batch,
+        /// with the scratch the direct kernels need for this geometry.
+        static func forEachWorker(_ n: Int, _ g: ConvGeometry,
+                                  _ body: (UnsafePointer<lfp_conv_geometry>, Int, UnsafeMutablePointer<Float>, Range<Int>) -> Void) {
+            withUnsafePointer(to: geometry(g)) { cg in
+                Convolution.forEachWorker(n, work: workPerSample(g), scratchPerWorker: lfp_conv_scratch_floats(cg)) { worker, scratch, samples in
+                    body(cg, worker, scratch, samples)
+                }
+            }
+        }
+
+        /// The weights packed for the kernels: `[C*kh*kw][Opad]`, or with `flipped` (the input
+        /// map's) `[O*kh*kw][Cpad]` with the kernel flipped.
+        static func packed(_ w: Tensor, _ g: ConvGeometry, flipped: Bool) -> [Float] {
+            let rows = flipped ? g.outChannels * g.kernelHeight * g.kernelWidth : g.patchSize
+            let width = Int(lfp_conv_padded_channels(Int32(flipped ? g.inChannels : g.outChannels)))
+            var cg = geometry(g)
+            return [Float](unsafeUninitializedCapacity: rows * width) { buffer, count in
+                w.storage.withUnsafeBufferPointer { pw in
+                    if flipped { lfp_conv_pack_weights_flipped(pw.baseAddress!, &cg, buffer.baseAddress!) }
+                    else { lfp_conv_pack_weights(pw.baseAddress!, &cg, buffer.baseAddress!) }
+                }
+                count = rows * width
             }
         }
 
         static func forward(_ x: Tensor, weight w: Tensor, bias: Tensor?, geometry g: ConvGeometry, kernelSet: Int32 = bestKernelSet) -> Tensor {
             let n = x.shape[0]
             var y = Tensor(uninitializedShape: [n, g.outChannels, g.outHeight, g.outWidth])
-            var cg = geometry(g)
-            let opad = Int(lfp_conv_padded_channels(cg.O))
-            var packed = [Float](unsafeUninitializedCapacity: g.patchSize * opad) { _, c in c = g.patchSize * opad }
-            w.storage.withUnsafeBufferPointer { pw in
-                packed.withUnsafeMutableBufferPointer { pp in lfp_conv_pack_weights(pw.baseAddress!, &cg, pp.baseAddress!) }
-            }
-            let geometryCopy = cg
+            let weights = packed(w, g, flipped: false)
             x.storage.withUnsafeBufferPointer { px in
                 y.storage.withUnsafeMutableBufferPointer { py in
-                    packed.withUnsafeBufferPointer { pp in
+                    weights.withUnsafeBufferPointer { pw in
                         withBias(bias) { pb in
-                            forEachRange(n, g, &cg) { _, scratch, range in
-                                var local = geometryCopy
-                                lfp_conv_forward(kernelSet, px.baseAddress!, pp.baseAddress!, pb, py.baseAddress!, Int32(range.lowerBound),
-                                                 Int32(range.upperBound), &local, scratch)
+                            forEachWorker(n, g) { cg, _, scratch, samples in
+                                lfp_conv_forward(kernelSet, px.baseAddress!, pw.baseAddress!, pb, py.baseAddress!,
+                                                 Int32(samples.lowerBound), Int32(samples.upperBound), cg, scratch)
                             }
                         }
                     }
@@ -436,21 +427,13 @@ extension Convolution {
         static func backwardInput(_ dy: Tensor, weight w: Tensor, geometry g: ConvGeometry, kernelSet: Int32 = bestKernelSet) -> Tensor {
             let n = dy.shape[0]
             var dx = Tensor(uninitializedShape: [n, g.inChannels, g.inHeight, g.inWidth])
-            var cg = geometry(g)
-            let cpad = Int(lfp_conv_padded_channels(cg.C))
-            let rows = g.outChannels * g.kernelHeight * g.kernelWidth
-            var packed = [Float](unsafeUninitializedCapacity: rows * cpad) { _, c in c = rows * cpad }
-            w.storage.withUnsafeBufferPointer { pw in
-                packed.withUnsafeMutableBufferPointer { pp in lfp_conv_pack_weights_flipped(pw.baseAddress!, &cg, pp.baseAddress!) }
-            }
-            let geometryCopy = cg
+            let weights = packed(w, g, flipped: true)
             dy.storage.withUnsafeBufferPointer { pdy in
                 dx.storage.withUnsafeMutableBufferPointer { pdx in
-                    packed.withUnsafeBufferPointer { pp in
-                        forEachRange(n, g, &cg) { _, scratch, range in
-                            var local = geometryCopy
-                            lfp_conv_input_map(kernelSet, pdy.baseAddress!, pp.baseAddress!, pdx.baseAddress!, Int32(range.lowerBound),
-                                               Int32(range.upperBound), &local, scratch)
+                    weights.withUnsafeBufferPointer { pw in
+                        forEachWorker(n, g) { cg, _, scratch, samples in
+                            lfp_conv_input_map(kernelSet, pdy.baseAddress!, pw.baseAddress!, pdx.baseAddress!,
+                                               Int32(samples.lowerBound), Int32(samples.upperBound), cg, scratch)
                         }
                     }
                 }
@@ -460,20 +443,17 @@ extension Convolution {
 
         static func backwardWeight(_ dy: Tensor, input x: Tensor, geometry g: ConvGeometry, kernelSet: Int32 = bestKernelSet) -> Tensor {
             let n = dy.shape[0]
-            var cg = geometry(g)
-            let opad = Int(lfp_conv_padded_channels(cg.O)), k = g.patchSize
-            let workers = Parallel.chunkCount(n, costPerItem: g.outChannels * k * g.positions)
+            let opad = Int(lfp_conv_padded_channels(Int32(g.outChannels))), k = g.patchSize
+            let workers = max(1, workerCount(n, work: workPerSample(g)))
             // Per worker a packed [C*kh*kw][Opad] sum, added in worker order, then unpacked.
-            var partials = [Float](repeating: 0, count: max(1, workers) * k * opad)
-            let geometryCopy = cg
+            var partials = [Float](repeating: 0, count: workers * k * opad)
             dy.storage.withUnsafeBufferPointer { pdy in
                 x.storage.withUnsafeBufferPointer { px in
                     partials.withUnsafeMutableBufferPointer { pp in
                         let base = pp.baseAddress!
-                        forEachRange(n, g, &cg) { worker, scratch, range in
-                            var local = geometryCopy
-                            lfp_conv_weight_map(kernelSet, px.baseAddress!, pdy.baseAddress!, base + worker * k * opad, Int32(range.lowerBound),
-                                                Int32(range.upperBound), &local, scratch)
+                        forEachWorker(n, g) { cg, worker, scratch, samples in
+                            lfp_conv_weight_map(kernelSet, px.baseAddress!, pdy.baseAddress!, base + worker * k * opad,
+                                                Int32(samples.lowerBound), Int32(samples.upperBound), cg, scratch)
                         }
                     }
                 }
@@ -484,7 +464,7 @@ extension Convolution {
                     for o in 0..<g.outChannels {
                         for r in 0..<k {
                             var sum: Float = 0
-                            for worker in 0..<max(1, workers) { sum += pp[(worker * k + r) * opad + o] }
+                            for worker in 0..<workers { sum += pp[(worker * k + r) * opad + o] }
                             pdw[o * k + r] = sum
                         }
                     }

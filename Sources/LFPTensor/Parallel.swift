@@ -1,6 +1,7 @@
 import Foundation
 
-/// Data parallelism for the library's own kernels (BLAS threads itself).
+/// Data parallelism for the library's own kernels (OpenBLAS threads itself only inside
+/// `BLAS.gemm`, for large products).
 ///
 /// Work is split into at most `BLAS.threads` contiguous chunks, the same way for the same
 /// thread count, so results are bit-identical run to run at a fixed thread count.
@@ -24,11 +25,23 @@ public enum Parallel {
         }
     }
 
-    /// Elementwise work over `0..<count`, split over the cores when there are enough elements
-    /// to pay for the hand-off (64 Ki elements: about 20 µs of a streaming loop).
+    /// Elementwise work over `0..<count`, split over the cores from 64 Ki elements on (below
+    /// that the hand-off to a second thread is not worth it).
     public static func elementwise(_ count: Int, _ body: (_ range: Range<Int>) -> Void) {
-        chunks(count, minimumWork: 1 << 16) { _, range in body(range) }
+        chunks(count, minimumWork: elementwiseMinimum) { _, range in body(range) }
     }
+
+    /// Runs `test` on every range of an elementwise split of `0..<count` (each on its own
+    /// worker, touching only its range, as `elementwise`) and returns whether it held for all.
+    public static func all(_ count: Int, _ test: (_ range: Range<Int>) -> Bool) -> Bool {
+        var results = [Bool](repeating: true, count: chunkCount(count, minimumWork: elementwiseMinimum))
+        results.withUnsafeMutableBufferPointer { flags in
+            chunks(count, minimumWork: elementwiseMinimum) { chunk, range in flags[chunk] = test(range) }
+        }
+        return !results.contains(false)
+    }
+
+    static let elementwiseMinimum = 1 << 16
 
     /// How many chunks `chunks(count, ...)` will use (for per-chunk scratch buffers).
     public static func chunkCount(_ count: Int, costPerItem: Int = 1, minimumWork: Int = 1 << 15) -> Int {

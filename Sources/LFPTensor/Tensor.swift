@@ -202,23 +202,19 @@ extension Tensor {
     public var isFinite: Bool {
         storage.withUnsafeBufferPointer { p in
             guard let base = p.baseAddress else { return true }
-            var chunkFinite = [Bool](repeating: true, count: Parallel.chunkCount(p.count, minimumWork: 1 << 16))
-            chunkFinite.withUnsafeMutableBufferPointer { flags in
-                Parallel.chunks(p.count, minimumWork: 1 << 16) { chunk, range in
-                    let raw = UnsafeRawPointer(base)
-                    var a0 = SIMD16<Float>(), a1 = SIMD16<Float>()
-                    var i = range.lowerBound
-                    while i + 32 <= range.upperBound {
-                        a0 += raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self) * 0
-                        a1 += raw.loadUnaligned(fromByteOffset: (i + 16) * 4, as: SIMD16<Float>.self) * 0
-                        i += 32
-                    }
-                    var tail: Float = 0
-                    while i < range.upperBound { tail += base[i] * 0; i += 1 }
-                    flags[chunk] = (a0 + a1).sum() + tail == 0
+            return Parallel.all(p.count) { range in
+                let raw = UnsafeRawPointer(base)
+                var a0 = SIMD16<Float>(), a1 = SIMD16<Float>()
+                var i = range.lowerBound
+                while i + 32 <= range.upperBound {
+                    a0 += raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self) * 0
+                    a1 += raw.loadUnaligned(fromByteOffset: (i + 16) * 4, as: SIMD16<Float>.self) * 0
+                    i += 32
                 }
+                var tail: Float = 0
+                while i < range.upperBound { tail += base[i] * 0; i += 1 }
+                return (a0 + a1).sum() + tail == 0
             }
-            return !chunkFinite.contains(false)
         }
     }
 
@@ -242,26 +238,22 @@ extension Tensor {
     @discardableResult
     public mutating func multiplyByMagnitude(of other: Tensor, scale: Float) -> Bool {
         precondition(shape == other.shape, "shape mismatch \(shape) vs \(other.shape)")
-        var chunkFinite = [Bool](repeating: true, count: Parallel.chunkCount(count, minimumWork: 1 << 16))
-        storage.withUnsafeMutableBufferPointer { r in
+        return storage.withUnsafeMutableBufferPointer { r in
             other.storage.withUnsafeBufferPointer { o in
-                chunkFinite.withUnsafeMutableBufferPointer { flags in
-                    let (rs, os) = (r.baseAddress, o.baseAddress)
-                    Parallel.chunks(r.count, minimumWork: 1 << 16) { chunk, range in
-                        let (rs, os) = (rs!, os!)  // unwrapped once, so that the loop vectorises
-                        // Non-finite floats have an all-ones exponent; an integer OR vectorises.
-                        var nonFinite: UInt32 = 0
-                        for i in range {
-                            let v = rs[i] * abs(os[i]) * scale
-                            rs[i] = v
-                            nonFinite |= (v.bitPattern & 0x7F80_0000) == 0x7F80_0000 ? 1 : 0
-                        }
-                        flags[chunk] = nonFinite == 0
+                let (rs, os) = (r.baseAddress, o.baseAddress)
+                return Parallel.all(r.count) { range in
+                    let (rs, os) = (rs!, os!)  // unwrapped once, so that the loop vectorises
+                    // Non-finite floats have an all-ones exponent; an integer OR vectorises.
+                    var nonFinite: UInt32 = 0
+                    for i in range {
+                        let v = rs[i] * abs(os[i]) * scale
+                        rs[i] = v
+                        nonFinite |= (v.bitPattern & 0x7F80_0000) == 0x7F80_0000 ? 1 : 0
                     }
+                    return nonFinite == 0
                 }
             }
         }
-        return !chunkFinite.contains(false)
     }
 
     /// Index of the first non-finite element, if any (a fast check first, then the search).
