@@ -54,7 +54,7 @@ let package = Package(
         ),
         .executableTarget(name: "lfp", dependencies: ["LFPCommands"]),
         .testTarget(name: "LFPTensorTests", dependencies: ["LFPTensor"]),
-        .testTarget(name: "LFPTests", dependencies: ["LFP", "LFPTensor"], resources: [.copy("Conformance")]),
+        .testTarget(name: "LFPTests", dependencies: ["LFP", "LFPTensor", "LFPData"], resources: [.copy("Conformance")]),
         .testTarget(name: "LFPDataTests", dependencies: ["LFPData"], resources: [.copy("Corpus")]),
         .testTarget(name: "LFPCommandsTests", dependencies: ["LFPCommands", "LFP", "LFPData"]),
     ],

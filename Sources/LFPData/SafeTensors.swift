@@ -25,16 +25,17 @@ public struct TensorRecord: Sendable, Equatable {
 ///
 /// Written files use `F32`, little-endian, with tensors in byte-wise name order and the header
 /// padded with spaces to a multiple of 8 bytes. Reading also accepts `F64`, `F16` and `BF16`
-/// (converted to `Float`).
+/// (converted to `Float`), and the integer dtypes `I64` and `I32` (labels, BatchNorm's
+/// `num_batches_tracked`; converted to `Float`, exact up to 2^24).
 public enum SafeTensors {
     /// The largest header accepted when reading (100 MB), as in the reference implementation.
     public static let maxHeaderLength = 100_000_000
 
     /// The dtypes that can be read, with their element sizes in bytes.
-    public static let readableDTypes: [String: Int] = ["F32": 4, "F64": 8, "F16": 2, "BF16": 2]
+    public static let readableDTypes: [String: Int] = ["F32": 4, "F64": 8, "F16": 2, "BF16": 2, "I64": 8, "I32": 4]
 
     private static let knownUnsupportedDTypes: Set<String> = [
-        "BOOL", "U8", "I8", "I16", "U16", "I32", "U32", "I64", "U64", "F8_E4M3", "F8_E5M2",
+        "BOOL", "U8", "I8", "I16", "U16", "U32", "U64", "F8_E4M3", "F8_E5M2",
         "F8_E8M0", "F4", "F6_E2M3", "F6_E3M2", "C64", "C128",
     ]
 
@@ -137,7 +138,7 @@ public enum SafeTensors {
     ///
     /// - Parameter file: The file the bytes came from, used in error messages.
     /// - Throws: ``DataError/corrupt(file:reason:)`` naming the tensor for any failed check, and
-    ///   ``DataError/unsupported(file:reason:)`` for dtypes other than F32, F64, F16 and BF16.
+    ///   ``DataError/unsupported(file:reason:)`` for dtypes other than F32, F64, F16, BF16, I64 and I32.
     public static func decode(_ data: Data, file: String = "<memory>") throws(DataError) -> (tensors: [String: TensorRecord], metadata: [String: String]) {
         try data.withBytes { (raw) throws(DataError) in try decode(raw, file: file) }
     }
@@ -244,7 +245,7 @@ public enum SafeTensors {
             let known = knownUnsupportedDTypes.contains(dtype) ? "dtype \(dtype)" : "unknown dtype '\(dtype)'"
             throw .unsupported(
                 file: file,
-                reason: "tensor '\(name)' has \(known); readable dtypes are F32, F64, F16, BF16")
+                reason: "tensor '\(name)' has \(known); readable dtypes are F32, F64, F16, BF16, I64, I32")
         }
         guard begin <= end else {
             throw .corrupt(file: file, reason: "tensor '\(name)': data_offsets [\(begin), \(end)] are reversed")
@@ -291,6 +292,14 @@ public enum SafeTensors {
         case "BF16":
             return (0..<(bytes.count / 2)).map {
                 Float(bitPattern: UInt32(UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 2 * $0, as: UInt16.self))) << 16)
+            }
+        case "I64":
+            return (0..<(bytes.count / 8)).map {
+                Float(Int64(littleEndian: bytes.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self)))
+            }
+        case "I32":
+            return (0..<(bytes.count / 4)).map {
+                Float(Int32(littleEndian: bytes.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self)))
             }
         default:
             return []

@@ -179,3 +179,65 @@ public enum Pooling {
         return dx
     }
 }
+
+/// Adaptive average pooling (PyTorch's `AdaptiveAvgPool2d`): output cell `(i, j)` averages input
+/// rows `floor(i*H/oh) ..< ceil((i+1)*H/oh)` and the same for columns.
+public enum AdaptivePooling {
+    @inline(__always) static func window(_ i: Int, _ inSize: Int, _ outSize: Int) -> Range<Int> {
+        (i * inSize / outSize)..<(((i + 1) * inSize + outSize - 1) / outSize)
+    }
+
+    /// `[N, C, H, W] -> [N, C, oh, ow]`.
+    public static func averageForward(_ x: Tensor, outHeight oh: Int, outWidth ow: Int) -> Tensor {
+        let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+        var y = Tensor(uninitializedShape: [n, c, oh, ow])
+        x.storage.withUnsafeBufferPointer { px0 in
+            y.storage.withUnsafeMutableBufferPointer { py0 in
+                let (px, py) = (px0.baseAddress, py0.baseAddress)
+                Parallel.chunks(n * c, costPerItem: h * w) { _, planes in
+                    let (px, py) = (px!, py!)
+                    for plane in planes {
+                        let src = px + plane * h * w, dst = py + plane * oh * ow
+                        for oy in 0..<oh {
+                            let rows = window(oy, h, oh)
+                            for ox in 0..<ow {
+                                let cols = window(ox, w, ow)
+                                var acc: Float = 0
+                                for i in rows { for j in cols { acc += src[i * w + j] } }
+                                dst[oy * ow + ox] = acc / Float(rows.count * cols.count)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return y
+    }
+
+    /// The transposed map: spreads `dy / window size` over each window; input-shaped.
+    public static func averageBackward(_ dy: Tensor, inputShape: [Int]) -> Tensor {
+        let (n, c, h, w) = (inputShape[0], inputShape[1], inputShape[2], inputShape[3])
+        let (oh, ow) = (dy.shape[2], dy.shape[3])
+        var dx = Tensor(shape: inputShape)
+        dy.storage.withUnsafeBufferPointer { pdy0 in
+            dx.storage.withUnsafeMutableBufferPointer { pdx0 in
+                let (pdy, pdx) = (pdy0.baseAddress, pdx0.baseAddress)
+                Parallel.chunks(n * c, costPerItem: h * w) { _, planes in
+                    let (pdy, pdx) = (pdy!, pdx!)
+                    for plane in planes {
+                        let src = pdy + plane * oh * ow, dst = pdx + plane * h * w
+                        for oy in 0..<oh {
+                            let rows = window(oy, h, oh)
+                            for ox in 0..<ow {
+                                let cols = window(ox, w, ow)
+                                let v = src[oy * ow + ox] / Float(rows.count * cols.count)
+                                for i in rows { for j in cols { dst[i * w + j] += v } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return dx
+    }
+}

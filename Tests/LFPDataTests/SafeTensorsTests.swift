@@ -134,13 +134,21 @@ struct SafeTensorsTests {
     }
 
     @Test func dtypes() throws {
-        let unknown = try #require(decodeError(file("{\"ids\":{\"dtype\":\"I32\",\"shape\":[1],\"data_offsets\":[0,4]}}", buffer: [0, 0, 0, 0])))
+        let unknown = try #require(decodeError(file("{\"ids\":{\"dtype\":\"U32\",\"shape\":[1],\"data_offsets\":[0,4]}}", buffer: [0, 0, 0, 0])))
         guard case .unsupported(let file, let reason) = unknown else {
             Issue.record("expected .unsupported, got \(unknown)")
             return
         }
         #expect(file == "m.safetensors")
-        #expect(reason.contains("'ids'") && reason.contains("I32"))
+        #expect(reason.contains("'ids'") && reason.contains("U32"))
+        // Integer tensors (labels, num_batches_tracked): I64 -3 and 7, I32 5.
+        var ints = [UInt8]()
+        for v in [Int64(-3), 7] { withUnsafeBytes(of: v.littleEndian) { ints += $0 } }
+        withUnsafeBytes(of: Int32(5).littleEndian) { ints += $0 }
+        let integers = try SafeTensors.decode(self.file(
+            "{\"l\":{\"dtype\":\"I64\",\"shape\":[2],\"data_offsets\":[0,16]},\"n\":{\"dtype\":\"I32\",\"shape\":[],\"data_offsets\":[16,20]}}",
+            buffer: ints), file: "i.safetensors")
+        #expect(integers.tensors["l"]?.values == [-3, 7] && integers.tensors["n"]?.values == [5])
         #expect(decodeError(self.file("{\"x\":{\"dtype\":\"Q7\",\"shape\":[],\"data_offsets\":[0,1]}}", buffer: [0]))?.reason.contains("unknown dtype 'Q7'") == true)
 
         // F16: 1.0, -2.0, 0.5, 65504, smallest subnormal; BF16: 1.0, -3.0; F64: 0.1.

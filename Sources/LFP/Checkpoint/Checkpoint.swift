@@ -27,9 +27,10 @@ public enum Checkpoint {
         }
     }
 
-    /// Writes every parameter of `model` (and `metadata`) to `path` atomically.
+    /// Writes every parameter and buffer of `model` (its state dict) and `metadata` to `path`
+    /// atomically.
     public static func save(_ model: Sequential, metadata: [String: String] = [:], to path: String) throws {
-        let records = model.namedParameters.map { TensorRecord(name: $0.name, shape: $0.value.shape, values: $0.value.storage) }
+        let records = model.stateDict.map { TensorRecord(name: $0.name, shape: $0.value.shape, values: $0.value.storage) }
         try SafeTensors.write(records, metadata: metadata, to: path)
     }
 
@@ -38,16 +39,17 @@ public enum Checkpoint {
         try SafeTensors.read(path).metadata
     }
 
-    /// Loads the parameters stored at `path` into `model`. Names may carry the `layers.` prefix
-    /// or not (`0.weight`, as saved from a PyTorch `nn.Sequential`). Every parameter must be
-    /// present with the right shape; extra tensors are an error unless `allowUnexpected`.
+    /// Loads the state dict stored at `path` (parameters and buffers) into `model`. For models
+    /// with default names, names may carry the `layers.` prefix or not (`0.weight`, as saved from
+    /// a PyTorch `nn.Sequential`). Every parameter and buffer must be present with the right
+    /// shape; extra tensors are an error unless `allowUnexpected`.
     public static func restore(_ model: inout Sequential, from path: String, allowUnexpected: Bool = false) throws {
         let (tensors, _) = try SafeTensors.read(path)
         var byName: [String: TensorRecord] = [:]
         for (name, record) in tensors {
-            byName[name.hasPrefix("layers.") ? name : "layers.\(name)"] = record
+            byName[model.childNames == nil && !name.hasPrefix("layers.") ? "layers.\(name)" : name] = record
         }
-        let expected = model.namedParameters
+        let expected = model.stateDict
         let missing = expected.map(\.name).filter { byName[$0] == nil }
         if !missing.isEmpty { throw Error.missing(file: path, names: missing) }
         let extra = Set(byName.keys).subtracting(expected.map(\.name)).sorted()

@@ -28,23 +28,46 @@ public enum Backpropagation {
     ///   first layer needs no input map).
     public static func gradients(model: Sequential, trace: Trace, outputGradient: Tensor,
                                  computeInputGradient: Bool = false) -> ParameterSignals {
-        precondition(trace.outputs.count == model.layers.count, "trace does not belong to this model")
         var grads: [String: Tensor] = [:]
-        var g = outputGradient
+        let g = backward(model, trace: trace, gradient: outputGradient, prefix: "", computeInput: computeInputGradient, into: &grads)
+        return ParameterSignals(parameters: grads, input: computeInputGradient ? g : nil, layerOutputs: nil)
+    }
+
+    /// Back-propagates `g` through one sequence, adding parameter gradients (named under
+    /// `prefix`) to `grads`; returns the gradient at the sequence's input when `computeInput`
+    /// (otherwise whatever signal reached the lowest layer that needed one).
+    static func backward(_ model: Sequential, trace: Trace, gradient: Tensor, prefix: String, computeInput: Bool,
+                         into grads: inout [String: Tensor]) -> Tensor {
+        precondition(trace.outputs.count == model.layers.count, "trace does not belong to this model")
+        var g = gradient
         let lowest = model.firstParameterLayer ?? model.layers.count
         for index in model.layers.indices.reversed() {
             let layer = model.layers[index]
             let input = trace.inputs[index]
-            if index < lowest && !computeInputGradient { break }  // nothing below needs the signal
-            let needInput = index > lowest || computeInputGradient
+            if index < lowest && !computeInput { break }  // nothing below needs the signal
+            let needInput = index > lowest || computeInput
+            let name = prefix + model.name(of: index)
             switch layer {
-            case .linear, .conv2d, .avgPool2d:
+            case .linear, .conv2d, .avgPool2d, .adaptiveAvgPool2d:
                 let map = AffineMap(layer, inputShape: input.shape)!
-                if let dw = map.weightMap(g, input: input) {
-                    grads[Sequential.parameterName(layer: index, "weight")] = dw
-                }
-                if map.bias != nil { grads[Sequential.parameterName(layer: index, "bias")] = map.biasMap(g) }
+                if let dw = map.weightMap(g, input: input) { grads[name + ".weight"] = dw }
+                if map.bias != nil { grads[name + ".bias"] = map.biasMap(g) }
                 if needInput { g = map.transpose(g, .plain) }
+            case .batchNorm(let b):
+                let (dx, dGamma, dBeta) = b.backward(g, input: input, trace.normalization[index]!, needInput: needInput)
+                grads[name + ".weight"] = dGamma
+                grads[name + ".bias"] = dBeta
+                if let dx { g = dx }
+            case .sequential(let s):
+                g = backward(s, trace: trace.children[index]![0], gradient: g, prefix: name + ".", computeInput: needInput, into: &grads)
+            case .residual(let r):
+                let children = trace.children[index]!
+                if let a = r.activation { a.multiplyByDerivative(&g, input: trace.residualSums[index]!, output: trace.outputs[index]) }
+                let fromMain = backward(r.main, trace: children[0], gradient: g, prefix: name + ".", computeInput: needInput, into: &grads)
+                let fromShortcut = r.shortcut.map {
+                    backward($0, trace: children[1], gradient: g, prefix: name + ".", computeInput: needInput, into: &grads)
+                } ?? g
+                if needInput { g = fromMain + fromShortcut }
             case .maxPool2d(let p):
                 if needInput {
                     g = Pooling.maxBackward(g, argmax: trace.maxPoolArgmax[index]!, inputShape: input.shape,
@@ -65,6 +88,6 @@ public enum Backpropagation {
                 if needInput { a.multiplyByDerivative(&g, input: trace.inputs[index], output: trace.outputs[index]) }
             }
         }
-        return ParameterSignals(parameters: grads, input: computeInputGradient ? g : nil, layerOutputs: nil)
+        return g
     }
 }

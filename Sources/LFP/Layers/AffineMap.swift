@@ -6,7 +6,7 @@ enum WeightView {
     case plain, positive, negative, magnitude
 }
 
-/// An affine layer (Linear, Conv2d, AvgPool2d) seen as `z = A ⋅ W + b`, with the maps both
+/// An affine layer (Linear, Conv2d, the average pools) seen as `z = A ⋅ W + b`, with the maps both
 /// back-propagation and LFP are written against (LFP-MATH.md section 3): the forward map,
 /// its transpose (input map) and the weight map.
 struct AffineMap {
@@ -14,6 +14,7 @@ struct AffineMap {
         case linear(Linear)
         case conv(Conv2d, ConvGeometry)
         case avgPool(AvgPool2d, PoolGeometry)
+        case adaptiveAvgPool(AdaptiveAvgPool2d)
     }
 
     let kind: Kind
@@ -25,15 +26,17 @@ struct AffineMap {
         case .linear(let l): kind = .linear(l)
         case .conv2d(let c): kind = .conv(c, c.geometry(input: inputShape))
         case .avgPool2d(let p): kind = .avgPool(p, p.geometry(input: inputShape))
+        case .adaptiveAvgPool2d(let p): kind = .adaptiveAvgPool(p)
         default: return nil
         }
     }
+
 
     var weight: Tensor? {
         switch kind {
         case .linear(let l): l.weight
         case .conv(let c, _): c.weight
-        case .avgPool: nil
+        case .avgPool, .adaptiveAvgPool: nil
         }
     }
 
@@ -41,7 +44,7 @@ struct AffineMap {
         switch kind {
         case .linear(let l): l.bias
         case .conv(let c, _): c.bias
-        case .avgPool: nil
+        case .avgPool, .adaptiveAvgPool: nil
         }
     }
 
@@ -65,6 +68,9 @@ struct AffineMap {
             // Pooling weights are all positive: the negative part is the zero map.
             if view == .negative { return Tensor(shape: [a.shape[0], g.channels, g.outHeight, g.outWidth]) }
             return Pooling.averageForward(a, geometry: g, countIncludePad: p.countIncludePad)
+        case .adaptiveAvgPool(let p):
+            if view == .negative { return Tensor(shape: [a.shape[0], a.shape[1], p.outHeight, p.outWidth]) }
+            return AdaptivePooling.averageForward(a, outHeight: p.outHeight, outWidth: p.outWidth)
         }
     }
 
@@ -78,6 +84,9 @@ struct AffineMap {
         case .avgPool(let p, let g):
             if view == .negative { return Tensor(shape: inputShape) }
             return Pooling.averageBackward(s, inputShape: inputShape, geometry: g, countIncludePad: p.countIncludePad)
+        case .adaptiveAvgPool:
+            if view == .negative { return Tensor(shape: inputShape) }
+            return AdaptivePooling.averageBackward(s, inputShape: inputShape)
         }
     }
 
@@ -86,7 +95,7 @@ struct AffineMap {
         switch kind {
         case .linear: Kernels.linearBackwardWeight(s, input: a)
         case .conv(_, let g): Convolution.backwardWeight(s, input: a, geometry: g)
-        case .avgPool: nil
+        case .avgPool, .adaptiveAvgPool: nil
         }
     }
 

@@ -207,12 +207,26 @@ public struct AvgPool2d: Sendable, Equatable {
     }
 }
 
-/// One layer of a sequential model.
+/// Adaptive average pooling to a fixed output size (PyTorch's `AdaptiveAvgPool2d`); `(1, 1)` is
+/// global average pooling. A linear map with fixed positive weights and no bias.
+public struct AdaptiveAvgPool2d: Sendable, Equatable {
+    public var outHeight: Int, outWidth: Int
+    public init(outputSize: (Int, Int) = (1, 1)) { (outHeight, outWidth) = outputSize }
+}
+
+/// One layer of a model: a leaf operation, or a container of layers (`sequential`, `residual`).
 public enum Layer: Sendable, Equatable, CustomStringConvertible {
     case linear(Linear)
     case conv2d(Conv2d)
     case maxPool2d(MaxPool2d)
     case avgPool2d(AvgPool2d)
+    case adaptiveAvgPool2d(AdaptiveAvgPool2d)
+    /// Batch normalisation over dimension 1 of `[N, C]` or `[N, C, H, W]` (BatchNorm1d/2d).
+    case batchNorm(BatchNorm)
+    /// A nested sequence of layers (PyTorch's `nn.Sequential` as a child, e.g. `layer1`).
+    case sequential(Sequential)
+    /// A residual block: `activation(main(x) + shortcut(x))` (ResNet's BasicBlock, Bottleneck).
+    case residual(Residual)
     /// Flattens every dimension after the batch dimension.
     case flatten
     /// Zeroes each unit with probability `p` in training and scales the kept ones by `1/(1-p)`.
@@ -230,6 +244,10 @@ public enum Layer: Sendable, Equatable, CustomStringConvertible {
         case .conv2d: .conv2d
         case .maxPool2d: .maxPool2d
         case .avgPool2d: .avgPool2d
+        case .adaptiveAvgPool2d: .adaptiveAvgPool2d
+        case .batchNorm: .batchNorm
+        case .sequential: .sequential
+        case .residual: .residual
         case .flatten: .flatten
         case .dropout: .dropout
         case .gaussianNoise: .gaussianNoise
@@ -243,6 +261,10 @@ public enum Layer: Sendable, Equatable, CustomStringConvertible {
         case .conv2d(let c): "Conv2d(\(c.inChannels), \(c.outChannels), kernel: \(c.kernelSize.0)x\(c.kernelSize.1), stride: \(c.strideH), padding: \(c.paddingH))"
         case .maxPool2d(let p): "MaxPool2d(\(p.kernel), stride: \(p.stride))"
         case .avgPool2d(let p): "AvgPool2d(\(p.kernel), stride: \(p.stride))"
+        case .adaptiveAvgPool2d(let p): "AdaptiveAvgPool2d((\(p.outHeight), \(p.outWidth)))"
+        case .batchNorm(let b): "BatchNorm(\(b.features))"
+        case .sequential(let s): "Sequential(\(s.layers.count) layers)"
+        case .residual(let r): "Residual(\(r.main.layers.count) layers\(r.shortcut == nil ? "" : ", projection shortcut"))"
         case .flatten: "Flatten"
         case .dropout(let p): "Dropout(\(p))"
         case .gaussianNoise(let s): "GaussianNoise(\(s))"
@@ -250,26 +272,50 @@ public enum Layer: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    /// True for layers that are affine maps of their input (Linear, Conv2d, AvgPool2d): the
-    /// layers LFP rules apply to.
-    public var isAffine: Bool { kind == .linear || kind == .conv2d || kind == .avgPool2d }
+    /// True for layers that are affine maps of their input (Linear, Conv2d, the average pools,
+    /// BatchNorm): the layers LFP rules apply to.
+    public var isAffine: Bool {
+        switch kind {
+        case .linear, .conv2d, .avgPool2d, .adaptiveAvgPool2d, .batchNorm: true
+        default: false
+        }
+    }
 
-    /// The layer's trainable parameters by local name ("weight", "bias").
+    /// True for containers (`sequential`, `residual`), whose parameters live in their children.
+    public var isContainer: Bool { kind == .sequential || kind == .residual }
+
+    /// A leaf layer's trainable parameters by local name ("weight", "bias"); empty for containers
+    /// (see `Sequential.namedParameters`).
     public var parameters: [(name: String, value: Tensor)] {
         switch self {
         case .linear(let l): return [("weight", l.weight)] + (l.bias.map { [("bias", $0)] } ?? [])
         case .conv2d(let c): return [("weight", c.weight)] + (c.bias.map { [("bias", $0)] } ?? [])
+        case .batchNorm(let b): return [("weight", b.weight), ("bias", b.bias)]
         default: return []
         }
     }
 
-    /// Replaces a parameter by local name; the shape must match.
+    /// A leaf layer's buffers (state that is not trained: BatchNorm's running statistics).
+    public var buffers: [(name: String, value: Tensor)] {
+        if case .batchNorm(let b) = self {
+            return [("running_mean", b.runningMean), ("running_var", b.runningVariance),
+                    ("num_batches_tracked", Tensor(shape: [], storage: [Float(b.batchesTracked)]))]
+        }
+        return []
+    }
+
+    /// Replaces a parameter or buffer of a leaf layer by local name; the shape must match.
     mutating func setParameter(_ local: String, _ value: Tensor) {
         switch (self, local) {
         case (.linear(var l), "weight"): l.weight = value; self = .linear(l)
         case (.linear(var l), "bias"): l.bias = value; self = .linear(l)
         case (.conv2d(var c), "weight"): c.weight = value; self = .conv2d(c)
         case (.conv2d(var c), "bias"): c.bias = value; self = .conv2d(c)
+        case (.batchNorm(var b), "weight"): b.weight = value; self = .batchNorm(b)
+        case (.batchNorm(var b), "bias"): b.bias = value; self = .batchNorm(b)
+        case (.batchNorm(var b), "running_mean"): b.runningMean = value; self = .batchNorm(b)
+        case (.batchNorm(var b), "running_var"): b.runningVariance = value; self = .batchNorm(b)
+        case (.batchNorm(var b), "num_batches_tracked"): b.batchesTracked = Int(value.storage.first ?? 0); self = .batchNorm(b)
         default: preconditionFailure("layer \(self) has no parameter \(local)")
         }
     }
@@ -277,6 +323,7 @@ public enum Layer: Sendable, Equatable, CustomStringConvertible {
 
 /// The kinds of layer, used by composites to select rules.
 public enum LayerKind: String, Sendable, CaseIterable, CustomStringConvertible {
-    case linear, conv2d, maxPool2d, avgPool2d, flatten, dropout, gaussianNoise, activation
+    case linear, conv2d, maxPool2d, avgPool2d, adaptiveAvgPool2d, batchNorm, sequential, residual
+    case flatten, dropout, gaussianNoise, activation
     public var description: String { rawValue }
 }

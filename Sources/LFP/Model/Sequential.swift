@@ -1,7 +1,8 @@
 import LFPTensor
 
 /// What a forward pass recorded for the backward passes: every layer's input and output,
-/// plus the routing a layer chose (max-pool winners, dropout masks).
+/// plus the routing a layer chose (max-pool winners, dropout masks), the statistics batch
+/// normalisation used, and the traces of nested containers.
 ///
 /// `inputs[i]` is the input of layer `i` and `outputs[i]` its output; because tensors are
 /// copy-on-write, `inputs[i + 1]` shares storage with `outputs[i]`.
@@ -12,26 +13,73 @@ public struct Trace: Sendable {
     public var maxPoolArgmax: [Int: [Int32]] = [:]
     /// Dropout keep masks (0 or 1) by layer index; absent when the layer was inactive.
     public var dropoutMasks: [Int: [Float]] = [:]
+    /// The statistics each BatchNorm layer normalised with, by layer index.
+    public var normalization: [Int: BatchNorm.Statistics] = [:]
+    /// Traces of container layers by index: `[inner]` for a nested sequential, `[main]` or
+    /// `[main, shortcut]` for a residual block.
+    public var children: [Int: [Trace]] = [:]
+    /// A residual block's sum `main(x) + shortcut(x)` before its activation, by layer index.
+    public var residualSums: [Int: Tensor] = [:]
 
     /// The model's output (the logits).
     public var output: Tensor { outputs.last ?? inputs.first ?? Tensor(shape: [0]) }
 }
 
-/// A sequential model: layers applied in order, parameters named `layers.<index>.weight`
-/// and `layers.<index>.bias` (PyTorch's `nn.Sequential` names under a `layers` attribute).
+/// A sequence of layers, each a leaf operation or a container (a nested sequence or a residual
+/// block): the model graph both engines walk in reverse over one forward trace.
+///
+/// Parameter names are PyTorch's dotted `state_dict` names. Children are named `layers.<index>`
+/// by default (an `nn.Sequential` under a `layers` attribute, the layout of every model before
+/// the graph), or by explicit names (`conv1`, `layer1`, `fc`, ... for torchvision's ResNets).
 public struct Sequential: Sendable, Equatable {
     public var layers: [Layer]
+    /// The children's names (nil: `layers.<index>`); as many as `layers` when set.
+    public var childNames: [String]?
 
     public init(_ layers: [Layer]) { self.layers = layers }
 
-    /// The dotted name of a layer's parameter.
+    /// A sequence with named children (`("conv1", .conv2d(...))`, `("0", block)`, ...).
+    public init(named children: [(String, Layer)]) {
+        layers = children.map(\.1)
+        childNames = children.map(\.0)
+    }
+
+    /// The name of child `index` (`layers.3` by default).
+    public func name(of index: Int) -> String {
+        if let childNames {
+            precondition(childNames.count == layers.count, "Sequential has \(layers.count) layers but \(childNames.count) names")
+            return childNames[index]
+        }
+        return Self.parameterName(layer: index, "").dropLast().description
+    }
+
+    /// The dotted name of a parameter of child `layer` of a default-named sequence.
     public static func parameterName(layer: Int, _ local: String) -> String { "layers.\(layer).\(local)" }
 
-    /// Every parameter with its stable dotted name, in layer order.
-    public var namedParameters: [(name: String, value: Tensor)] {
-        layers.enumerated().flatMap { index, layer in
-            layer.parameters.map { (Self.parameterName(layer: index, $0.name), $0.value) }
+    /// Every parameter with its stable dotted name, in layer order (depth first).
+    public var namedParameters: [(name: String, value: Tensor)] { named(buffers: false) }
+
+    /// Every buffer (state that is not trained: BatchNorm's running statistics) by dotted name.
+    public var namedBuffers: [(name: String, value: Tensor)] { named(parameters: false) }
+
+    /// Parameters and buffers: what PyTorch's `state_dict` holds.
+    public var stateDict: [(name: String, value: Tensor)] { named() }
+
+    private func named(parameters: Bool = true, buffers: Bool = true, prefix: String = "") -> [(name: String, value: Tensor)] {
+        var result: [(name: String, value: Tensor)] = []
+        for (index, layer) in layers.enumerated() {
+            let name = prefix + self.name(of: index)
+            switch layer {
+            case .sequential(let s): result += s.named(parameters: parameters, buffers: buffers, prefix: name + ".")
+            case .residual(let r):
+                result += r.main.named(parameters: parameters, buffers: buffers, prefix: name + ".")
+                if let s = r.shortcut { result += s.named(parameters: parameters, buffers: buffers, prefix: name + ".") }
+            default:
+                if parameters { result += layer.parameters.map { (name + "." + $0.name, $0.value) } }
+                if buffers { result += layer.buffers.map { (name + "." + $0.name, $0.value) } }
+            }
         }
+        return result
     }
 
     /// Names of every parameter, in layer order.
@@ -40,54 +88,117 @@ public struct Sequential: Sendable, Equatable {
     /// Total number of scalar parameters.
     public var parameterCount: Int { namedParameters.reduce(0) { $0 + $1.value.count } }
 
-    /// Splits `layers.3.weight` into (3, "weight").
-    static func parse(_ name: String) -> (layer: Int, local: String)? {
-        let parts = name.split(separator: ".")
-        guard parts.count == 3, parts[0] == "layers", let index = Int(parts[1]) else { return nil }
-        return (index, String(parts[2]))
-    }
+    /// Every leaf layer with its dotted path (`layers.3`, `layer1.0.conv1`), depth first: the
+    /// order composites number layers in.
+    public var leaves: [(path: String, layer: Layer)] { leaves(prefix: "") }
 
-    /// A parameter by dotted name (nil when there is none).
-    public func parameter(_ name: String) -> Tensor? {
-        guard let (index, local) = Self.parse(name), layers.indices.contains(index) else { return nil }
-        return layers[index].parameters.first { $0.name == local }?.value
-    }
-
-    /// Replaces a parameter by dotted name. The name must exist and the shape must match.
-    public mutating func setParameter(_ name: String, _ value: Tensor) {
-        guard let (index, local) = Self.parse(name), layers.indices.contains(index),
-              let old = layers[index].parameters.first(where: { $0.name == local })?.value else {
-            preconditionFailure("no parameter named \(name)")
+    private func leaves(prefix: String) -> [(path: String, layer: Layer)] {
+        var result: [(path: String, layer: Layer)] = []
+        for (index, layer) in layers.enumerated() {
+            let name = prefix + self.name(of: index)
+            switch layer {
+            case .sequential(let s): result += s.leaves(prefix: name + ".")
+            case .residual(let r):
+                result += r.main.leaves(prefix: name + ".")
+                if let s = r.shortcut { result += s.leaves(prefix: name + ".") }
+            default: result.append((name, layer))
+            }
         }
+        return result
+    }
+
+    /// A parameter or buffer by dotted name (nil when there is none).
+    public func parameter(_ name: String) -> Tensor? {
+        for (index, layer) in layers.enumerated() {
+            let prefix = self.name(of: index) + "."
+            guard name.hasPrefix(prefix) else { continue }
+            let rest = String(name.dropFirst(prefix.count))
+            switch layer {
+            case .sequential(let s): if let t = s.parameter(rest) { return t }
+            case .residual(let r): if let t = r.main.parameter(rest) ?? r.shortcut?.parameter(rest) { return t }
+            default: if let t = (layer.parameters + layer.buffers).first(where: { $0.name == rest })?.value { return t }
+            }
+        }
+        return nil
+    }
+
+    /// Replaces a parameter or buffer by dotted name. The name must exist and the shape must match.
+    public mutating func setParameter(_ name: String, _ value: Tensor) {
+        guard let old = parameter(name) else { preconditionFailure("no parameter named \(name)") }
         precondition(old.shape == value.shape, "shape of \(name) is \(old.shape), got \(value.shape)")
-        layers[index].setParameter(local, value)
+        _ = replace(name, value)
+    }
+
+    private mutating func replace(_ name: String, _ value: Tensor) -> Bool {
+        for index in layers.indices {
+            let prefix = self.name(of: index) + "."
+            guard name.hasPrefix(prefix) else { continue }
+            let rest = String(name.dropFirst(prefix.count))
+            switch layers[index] {
+            case .sequential(var s):
+                if s.replace(rest, value) { layers[index] = .sequential(s); return true }
+            case .residual(var r):
+                if r.main.replace(rest, value) || (r.shortcut?.replace(rest, value) ?? false) { layers[index] = .residual(r); return true }
+            default:
+                if (layers[index].parameters + layers[index].buffers).contains(where: { $0.name == rest }) {
+                    layers[index].setParameter(rest, value)
+                    return true
+                }
+            }
+        }
+        return false
     }
 
     /// Applies `update` to every parameter in place.
     /// The layer is taken out of the array while it is updated, so each parameter's storage is
     /// uniquely referenced and updated without a copy.
     public mutating func updateParameters(_ update: (String, inout Tensor) -> Void) {
+        updateParameters(prefix: "", update)
+    }
+
+    private mutating func updateParameters(prefix: String, _ update: (String, inout Tensor) -> Void) {
         for index in layers.indices {
-            // Take the layer's parameters out of the model so that each tensor is uniquely
-            // referenced and `update` mutates it in place. The payload is bound in an `if case`
-            // whose copy of the enum ends with the statement; binding it in a `switch` case kept
-            // that copy alive through the update, and every step copied every parameter
-            // (measured: 8 % of an MLP step).
+            let name = prefix + self.name(of: index)
+            // Take the layer out of the model so that each tensor is uniquely referenced and
+            // `update` mutates it in place. The payload is bound in an `if case` whose copy of
+            // the enum ends with the statement; binding it in a `switch` case kept that copy
+            // alive through the update, and every step copied every parameter (measured: 8 % of
+            // an MLP step).
             switch layers[index].kind {
             case .linear:
                 var l: Linear
                 if case .linear(let payload) = layers[index] { l = payload } else { continue }
                 layers[index] = .flatten
-                update(Self.parameterName(layer: index, "weight"), &l.weight)
-                if l.bias != nil { update(Self.parameterName(layer: index, "bias"), &l.bias!) }
+                update(name + ".weight", &l.weight)
+                if l.bias != nil { update(name + ".bias", &l.bias!) }
                 layers[index] = .linear(l)
             case .conv2d:
                 var c: Conv2d
                 if case .conv2d(let payload) = layers[index] { c = payload } else { continue }
                 layers[index] = .flatten
-                update(Self.parameterName(layer: index, "weight"), &c.weight)
-                if c.bias != nil { update(Self.parameterName(layer: index, "bias"), &c.bias!) }
+                update(name + ".weight", &c.weight)
+                if c.bias != nil { update(name + ".bias", &c.bias!) }
                 layers[index] = .conv2d(c)
+            case .batchNorm:
+                var b: BatchNorm
+                if case .batchNorm(let payload) = layers[index] { b = payload } else { continue }
+                layers[index] = .flatten
+                update(name + ".weight", &b.weight)
+                update(name + ".bias", &b.bias)
+                layers[index] = .batchNorm(b)
+            case .sequential:
+                var s: Sequential
+                if case .sequential(let payload) = layers[index] { s = payload } else { continue }
+                layers[index] = .flatten
+                s.updateParameters(prefix: name + ".", update)
+                layers[index] = .sequential(s)
+            case .residual:
+                var r: Residual
+                if case .residual(let payload) = layers[index] { r = payload } else { continue }
+                layers[index] = .flatten
+                r.main.updateParameters(prefix: name + ".", update)
+                r.shortcut?.updateParameters(prefix: name + ".", update)
+                layers[index] = .residual(r)
             default:
                 continue
             }
@@ -95,9 +206,17 @@ public struct Sequential: Sendable, Equatable {
     }
 
     /// Index of the first layer with parameters: signals below it are never needed for training.
-    public var firstParameterLayer: Int? { layers.firstIndex { !$0.parameters.isEmpty } }
+    public var firstParameterLayer: Int? {
+        layers.firstIndex { layer in
+            switch layer {
+            case .sequential(let s): !s.namedParameters.isEmpty
+            case .residual(let r): !r.main.namedParameters.isEmpty || !(r.shortcut?.namedParameters.isEmpty ?? true)
+            default: !layer.parameters.isEmpty
+            }
+        }
+    }
 
-    /// Evaluation-mode forward pass (dropout inactive).
+    /// Evaluation-mode forward pass (dropout inactive, BatchNorm on its running statistics).
     public func callAsFunction(_ input: Tensor) -> Tensor {
         var rng = SeededRandom(seed: 0)
         return trace(input, training: false, rng: &rng).output
@@ -105,7 +224,9 @@ public struct Sequential: Sendable, Equatable {
 
     /// Runs the model and records each layer's input and output.
     /// - Parameters:
-    ///   - training: enables dropout (masks drawn from `rng`).
+    ///   - training: enables dropout (masks drawn from `rng`) and makes BatchNorm normalise
+    ///     with the batch's statistics (the running statistics move only in
+    ///     `absorbStatistics(from:)`).
     public func trace(_ input: Tensor, training: Bool, rng: inout SeededRandom) -> Trace {
         var trace = Trace()
         trace.inputs.reserveCapacity(layers.count)
@@ -124,6 +245,29 @@ public struct Sequential: Sendable, Equatable {
                 x = y
             case .avgPool2d(let p):
                 x = Pooling.averageForward(x, geometry: p.geometry(input: x.shape), countIncludePad: p.countIncludePad)
+            case .adaptiveAvgPool2d(let p):
+                x = AdaptivePooling.averageForward(x, outHeight: p.outHeight, outWidth: p.outWidth)
+            case .batchNorm(let b):
+                let stats = b.statistics(x, training: training)
+                trace.normalization[index] = stats
+                x = b.forward(x, stats)
+            case .sequential(let s):
+                let inner = s.trace(x, training: training, rng: &rng)
+                trace.children[index] = [inner]
+                x = inner.output
+            case .residual(let r):
+                let main = r.main.trace(x, training: training, rng: &rng)
+                var sum = main.output
+                if let shortcut = r.shortcut {
+                    let side = shortcut.trace(x, training: training, rng: &rng)
+                    trace.children[index] = [main, side]
+                    sum += side.output
+                } else {
+                    trace.children[index] = [main]
+                    sum += x
+                }
+                trace.residualSums[index] = sum
+                x = r.activation.map { $0.applied(sum) } ?? sum
             case .flatten:
                 x.reshape([x.shape[0], -1])
             case .dropout(let p):
@@ -148,6 +292,33 @@ public struct Sequential: Sendable, Equatable {
             trace.outputs.append(x)
         }
         return trace
+    }
+
+    /// Moves every BatchNorm's running statistics towards the batch statistics a training
+    /// trace used (PyTorch does this inside its forward pass; here the forward pass is pure and
+    /// the trainer calls this once per step).
+    public mutating func absorbStatistics(from trace: Trace) {
+        precondition(trace.inputs.count == layers.count, "trace does not belong to this model")
+        for index in layers.indices {
+            switch layers[index] {
+            case .batchNorm(var b):
+                guard let stats = trace.normalization[index], stats.fromBatch else { continue }
+                let shape = trace.inputs[index].shape
+                b.absorb(stats, count: shape.count >= 2 ? shape[0] * shape.dropFirst(2).reduce(1, *) : 1)
+                layers[index] = .batchNorm(b)
+            case .sequential(var s):
+                guard let inner = trace.children[index]?.first else { continue }
+                s.absorbStatistics(from: inner)
+                layers[index] = .sequential(s)
+            case .residual(var r):
+                guard let children = trace.children[index] else { continue }
+                r.main.absorbStatistics(from: children[0])
+                if children.count > 1 { r.shortcut?.absorbStatistics(from: children[1]) }
+                layers[index] = .residual(r)
+            default:
+                continue
+            }
+        }
     }
 
     /// The output shape for a given input shape (batch dimension included), or a
@@ -180,6 +351,29 @@ public struct Sequential: Sendable, Equatable {
                 let g = p.geometry(input: s)
                 guard g.outHeight > 0, g.outWidth > 0 else { throw .shapeMismatch(layer: index, description: "\(layer) gives an empty output for \(s)") }
                 s = [s[0], s[1], g.outHeight, g.outWidth]
+            case .adaptiveAvgPool2d(let p):
+                guard s.count == 4 else { throw .shapeMismatch(layer: index, description: "\(layer) expects [N, C, H, W], got \(s)") }
+                s = [s[0], s[1], p.outHeight, p.outWidth]
+            case .batchNorm(let b):
+                guard s.count >= 2, s[1] == b.features else {
+                    throw .shapeMismatch(layer: index, description: "\(layer) expects [N, \(b.features), ...], got \(s)")
+                }
+            case .sequential(let inner):
+                do { s = try inner.outputShape(input: s) } catch {
+                    throw .shapeMismatch(layer: index, description: "\(name(of: index)): \(error)")
+                }
+            case .residual(let r):
+                let main: [Int], side: [Int]
+                do {
+                    main = try r.main.outputShape(input: s)
+                    side = try r.shortcut?.outputShape(input: s) ?? s
+                } catch {
+                    throw .shapeMismatch(layer: index, description: "\(name(of: index)): \(error)")
+                }
+                guard main == side else {
+                    throw .shapeMismatch(layer: index, description: "\(name(of: index)): the main branch gives \(main) but the shortcut \(side)")
+                }
+                s = main
             case .flatten:
                 s = [s[0], s.dropFirst().reduce(1, *)]
             case .dropout, .gaussianNoise, .activation:

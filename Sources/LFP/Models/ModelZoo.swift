@@ -4,7 +4,8 @@ import LFPTensor
 /// default initialisation from a seed.
 public enum ModelZoo {
     /// Names accepted by `make(_:)`.
-    public static let names = ["mlp", "lenet", "vgg16", "vgg-like", "toy", "mlp3072", "lenet3x32", "lenet1x28"]
+    public static let names = ["mlp", "lenet", "vgg16", "vgg-like", "toy", "mlp3072", "lenet3x32", "lenet1x28",
+                               "cifar-resnet", "resnet18", "resnet34", "resnet50"]
 
     /// What a model is built for.
     public struct Configuration: Sendable {
@@ -52,6 +53,12 @@ public enum ModelZoo {
         }
         let model: Sequential
         switch name.lowercased() {
+        case "cifar-resnet", "resnet18", "resnet34", "resnet50":
+            guard config.inputShape.count == 3 else { throw .invalidConfiguration("\(name) needs image input [C, H, W], got \(config.inputShape)") }
+            guard config.activation == .relu, config.dropout == 0, config.noise == 0 else {
+                throw .invalidConfiguration("\(name) is torchvision's ResNet: ReLU, no dropout, no noise")
+            }
+            model = ResNet.named(name.lowercased(), inputChannels: config.inputShape[0], classes: config.classes, width: config.width, seed: seed)!
         case "mlp":
             // Paper A.6.1: 512-256-128-C.
             model = Sequential([.flatten] + dense([features, 512, 256, 128, config.classes], dropout: config.dropout))

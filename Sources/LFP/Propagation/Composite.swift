@@ -8,7 +8,7 @@ public enum LayerSelector: Sendable, Equatable, CustomStringConvertible {
     case index(Int)
     /// The layers whose index is in the range.
     case range(ClosedRange<Int>)
-    /// The layer named `layers.<index>` (or just `<index>`).
+    /// The layer with this dotted path (`layers.3`, `layer1.0.conv1`), or `<index>`.
     case name(String)
     /// The first affine layer (the one next to the input).
     case first
@@ -26,12 +26,12 @@ public enum LayerSelector: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    func matches(index: Int, layer: Layer, firstAffine: Int?, lastAffine: Int?) -> Bool {
+    func matches(index: Int, path: String, layer: Layer, firstAffine: Int?, lastAffine: Int?) -> Bool {
         switch self {
         case .kind(let k): return layer.kind == k
         case .index(let i): return i == index
         case .range(let r): return r.contains(index)
-        case .name(let n): return n == "layers.\(index)" || n == "\(index)"
+        case .name(let n): return n == path || n == "layers.\(index)" || n == "\(index)"
         case .first: return index == firstAffine
         case .last: return index == lastAffine
         }
@@ -134,19 +134,22 @@ public struct Composite: Sendable, Equatable, CustomStringConvertible {
         return Composite(name: text, default: defaultRule, overrides: overrides)
     }
 
-    /// The rule of every layer (nil for layers that are not affine), checked against the model.
-    /// An override that names a layer explicitly (index or name) but hits a layer no rule
+    /// The rule of every leaf layer (nil for layers that are not affine), in `Sequential.leaves`
+    /// order (for a flat model: by layer index), checked against the model. Indices and ranges
+    /// count leaves; names match a leaf's dotted path (`layers.3`, `layer1.0.conv1`) or its
+    /// index. An override that names a layer explicitly (index or name) but hits a layer no rule
     /// applies to, or selects nothing, is an error.
     public func resolve(for model: Sequential) throws(LFPError) -> [Rule?] {
-        let affine = model.layers.indices.filter { model.layers[$0].isAffine }
-        var rules: [Rule?] = model.layers.map { $0.isAffine ? defaultRule : nil }
+        let leaves = model.leaves
+        let affine = leaves.indices.filter { leaves[$0].layer.isAffine }
+        var rules: [Rule?] = leaves.map { $0.layer.isAffine ? defaultRule : nil }
         for (selector, rule) in overrides {
             var hits = 0
-            for (index, layer) in model.layers.enumerated()
-            where selector.matches(index: index, layer: layer, firstAffine: affine.first, lastAffine: affine.last) {
+            for (index, (path, layer)) in leaves.enumerated()
+            where selector.matches(index: index, path: path, layer: layer, firstAffine: affine.first, lastAffine: affine.last) {
                 guard layer.isAffine else {
                     if selector.isExplicit || (selector == .kind(layer.kind)) {
-                        throw .incompatibleRule("rule \(rule) cannot apply to layer \(index) (\(layer)): rules apply to Linear, Conv2d and AvgPool2d layers")
+                        throw .incompatibleRule("rule \(rule) cannot apply to layer \(index) \(path) (\(layer)): rules apply to Linear, Conv2d, BatchNorm and the average pools")
                     }
                     continue
                 }

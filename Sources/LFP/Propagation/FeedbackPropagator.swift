@@ -27,16 +27,22 @@ public struct PropagationOptions: Sendable {
 }
 
 /// Layer-wise Feedback Propagation for one model: its composite resolved once, then a plain
-/// reverse loop over the traced layers.
+/// reverse loop over the traced layers (recursing into containers).
 public struct FeedbackPropagator: Sendable {
     public let composite: Composite
+    /// The rule of every leaf layer, in `Sequential.leaves` order (nil where no rule applies).
     public let rules: [Rule?]
+    /// The same rules by leaf path (`layers.3`, `layer1.0.conv1`).
+    let rulesByPath: [String: Rule]
     public var options: PropagationOptions
 
     /// Resolves `composite` for `model`; throws when a rule does not fit a layer.
     public init(model: Sequential, composite: Composite = .uniform(.epsilon), options: PropagationOptions = .init()) throws(LFPError) {
         self.composite = composite
         self.rules = try composite.resolve(for: model)
+        var byPath: [String: Rule] = [:]
+        for ((path, _), rule) in zip(model.leaves, rules) { byPath[path] = rule }
+        self.rulesByPath = byPath
         self.options = options
     }
 
@@ -47,35 +53,52 @@ public struct FeedbackPropagator: Sendable {
         propagate(model: model, trace: trace, feedback: feedback, parameterScale: 1)
     }
 
+    /// What one backward pass collects.
+    struct Collected {
+        var parameters: [String: Tensor] = [:]
+        var checkedFinite: Set<String> = []
+    }
+
     /// `propagate` with the parameter feedback multiplied by `parameterScale` in the rules'
     /// epilogues (the trainer passes -1 to get the optimizer's direction without another pass).
     func propagate(model: Sequential, trace: Trace, feedback: Tensor, parameterScale: Float) -> ParameterSignals {
-        precondition(rules.count == model.layers.count, "propagator was resolved for another model")
-        precondition(trace.outputs.count == model.layers.count, "trace does not belong to this model")
-        var result: [String: Tensor] = [:]
-        var checkedFinite: Set<String> = []
+        precondition(rules.count == model.leaves.count, "propagator was resolved for another model")
+        var collected = Collected()
         var layerFeedback: [Tensor] = options.recordLayerFeedback ? Array(repeating: Tensor(shape: [0]), count: model.layers.count) : []
-        var f = feedback
         let batch = Float(max(1, feedback.shape.first ?? 1))
+        let scale: Float = (options.reduction == .mean ? 1 / batch : 1) * parameterScale
+        let f = backward(model, trace: trace, feedback: feedback, prefix: "", computeInput: options.computeInputFeedback || options.recordLayerFeedback,
+                         parameterScale: scale, layerFeedback: &layerFeedback, into: &collected)
+        return ParameterSignals(parameters: collected.parameters, input: options.computeInputFeedback ? f : nil,
+                                layerOutputs: options.recordLayerFeedback ? layerFeedback : nil, checkedFinite: collected.checkedFinite)
+    }
+
+    /// Propagates `feedback` through one sequence, collecting parameter feedback named under
+    /// `prefix`; returns the feedback at the sequence's input when `computeInput`.
+    func backward(_ model: Sequential, trace: Trace, feedback: Tensor, prefix: String, computeInput: Bool, parameterScale scale: Float,
+                  layerFeedback: inout [Tensor], into collected: inout Collected) -> Tensor {
+        precondition(trace.outputs.count == model.layers.count, "trace does not belong to this model")
+        var f = feedback
         let lowest = model.firstParameterLayer ?? model.layers.count
+        let record = !layerFeedback.isEmpty && prefix.isEmpty
+        var noLayers: [Tensor] = []
         for index in model.layers.indices.reversed() {
-            if options.recordLayerFeedback { layerFeedback[index] = f }
-            if index < lowest && !options.computeInputFeedback && !options.recordLayerFeedback { break }
+            if record { layerFeedback[index] = f }
+            if index < lowest && !computeInput { break }
             let layer = model.layers[index]
             let input = trace.inputs[index]
-            let needInput = index > lowest || options.computeInputFeedback || options.recordLayerFeedback
-            switch layer {
-            case .linear, .conv2d, .avgPool2d:
-                let map = AffineMap(layer, inputShape: input.shape)!
-                let scale: Float = (options.reduction == .mean ? 1 / batch : 1) * parameterScale
-                let contributing = options.centredInputs ? Self.centred(input, layer: index, model: model, trace: trace) : input
-                let out = rules[index]!.apply(map, input: contributing, output: trace.outputs[index], feedback: f, needInput: needInput,
-                                              parameterScale: scale)
-                let (weightName, biasName) = (Sequential.parameterName(layer: index, "weight"), Sequential.parameterName(layer: index, "bias"))
-                if let fw = out.weightFeedback { result[weightName] = fw }
-                if let fb = out.biasFeedback { result[biasName] = fb }
-                if out.weightFeedbackIsFinite { checkedFinite.insert(weightName) }
-                if out.biasFeedbackIsFinite { checkedFinite.insert(biasName) }
+            let needInput = index > lowest || computeInput
+            let name = prefix + model.name(of: index)
+            func applyRule(_ map: AffineMap, contributing: Tensor) -> RuleOutput {
+                rulesByPath[name]!.apply(map, input: contributing, output: trace.outputs[index], feedback: f, needInput: needInput,
+                                         parameterScale: scale)
+            }
+            func collect(_ out: RuleOutput) {
+                let (weightName, biasName) = (name + ".weight", name + ".bias")
+                if let fw = out.weightFeedback { collected.parameters[weightName] = fw }
+                if let fb = out.biasFeedback { collected.parameters[biasName] = fb }
+                if out.weightFeedbackIsFinite { collected.checkedFinite.insert(weightName) }
+                if out.biasFeedbackIsFinite { collected.checkedFinite.insert(biasName) }
                 if let fi = out.inputFeedback {
                     f = fi
                     if options.backwardNormalization {
@@ -83,6 +106,48 @@ public struct FeedbackPropagator: Sendable {
                         if m > 0 && m.isFinite { f = f * (1 / m) }
                     }
                 }
+            }
+            switch layer {
+            case .linear, .conv2d, .avgPool2d, .adaptiveAvgPool2d:
+                let map = AffineMap(layer, inputShape: input.shape)!
+                let contributing = options.centredInputs ? Self.centred(input, layer: index, model: model, trace: trace) : input
+                collect(applyRule(map, contributing: contributing))
+            case .batchNorm(let b):
+                // The rule's quotient S = F / stab(y) at the layer's output, then "gradient times
+                // input" as the reference does (docs/MATH-MODELS.md section 2): F_in = x ⊙ (BN
+                // backward of S), through the batch statistics in training mode; F(gamma) =
+                // |gamma| ⊙ sum S xhat, F(beta) = |beta| ⊙ sum S.
+                let stats = trace.normalization[index]!
+                let s = rulesByPath[name]!.batchNormQuotient(f, output: trace.outputs[index], input: input, norm: b, statistics: stats)
+                let (back, dGamma, dBeta) = b.backward(s, input: input, stats, needInput: needInput)
+                var fGamma = dGamma, fBeta = dBeta
+                var out = RuleOutput()
+                out.weightFeedbackIsFinite = fGamma.multiplyByMagnitude(of: b.weight, scale: scale)
+                out.biasFeedbackIsFinite = fBeta.multiplyByMagnitude(of: b.bias, scale: scale)
+                out.weightFeedback = fGamma
+                out.biasFeedback = fBeta
+                if var back {
+                    back.multiplyElementwise(by: input)
+                    out.inputFeedback = back
+                }
+                collect(out)
+            case .sequential(let s):
+                f = backward(s, trace: trace.children[index]![0], feedback: f, prefix: name + ".", computeInput: needInput,
+                             parameterScale: scale, layerFeedback: &noLayers, into: &collected)
+            case .residual(let r):
+                // The activation after the add passes feedback unchanged; the add splits it in
+                // proportion to each operand's share of the sum (docs/MATH-MODELS.md).
+                let children = trace.children[index]!
+                let sum = trace.residualSums[index]!
+                let sideInput = r.shortcut == nil ? input : children[1].output
+                let (toMain, toSide) = Rule.splitSum(f, sum: sum, children[0].output, sideInput, rule: composite.defaultRule)
+                let fromMain = backward(r.main, trace: children[0], feedback: toMain, prefix: name + ".", computeInput: needInput,
+                                        parameterScale: scale, layerFeedback: &noLayers, into: &collected)
+                let fromSide = r.shortcut.map {
+                    backward($0, trace: children[1], feedback: toSide, prefix: name + ".", computeInput: needInput,
+                             parameterScale: scale, layerFeedback: &noLayers, into: &collected)
+                } ?? toSide
+                if needInput { f = fromMain + fromSide }
             case .maxPool2d(let p):
                 if needInput {
                     f = Pooling.maxBackward(f, argmax: trace.maxPoolArgmax[index]!, inputShape: input.shape,
@@ -98,8 +163,7 @@ public struct FeedbackPropagator: Sendable {
                 break  // identity: no derivative is taken; noise only moved the forward values
             }
         }
-        return ParameterSignals(parameters: result, input: options.computeInputFeedback ? f : nil,
-                                layerOutputs: options.recordLayerFeedback ? layerFeedback : nil, checkedFinite: checkedFinite)
+        return f
     }
 
     /// The input of affine layer `index` measured from the centre `c` of the activation that

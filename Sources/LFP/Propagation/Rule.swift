@@ -160,6 +160,41 @@ extension Rule {
         return s
     }
 
+    /// `S = F / stab(y)` at a BatchNorm layer's output `y`, the quotient the rule would use on
+    /// the affine map `scale * x + shift` the layer applied (z+z-: `stab` from `|x| |scale| +
+    /// |shift|`). Alpha-beta, whose positive and negative parts have no counterpart in the
+    /// reference's BatchNorm rule, uses the epsilon quotient with its epsilon there.
+    func batchNormQuotient(_ f: Tensor, output y: Tensor, input x: Tensor, norm: BatchNorm, statistics: BatchNorm.Statistics) -> Tensor {
+        switch self {
+        case .zero: return f.zipMap(y) { fj, zj in zj == 0 ? 0 : fj / zj }
+        case .epsilon(let eps), .alphaBeta(_, _, let eps): return Self.epsilonQuotient(f, y, epsilon: eps)
+        case .scaledEpsilon(let k), .thresholdEpsilon(let k):
+            var s = f
+            if case .thresholdEpsilon = self { Self.divideByScaledStabiliser(&s, y, k: k, quadratic: true) }
+            else { Self.divideByScaledStabiliser(&s, y, k: k, quadratic: false) }
+            return s
+        case .zPlusZMinus(let eps):
+            let (scale, shift) = norm.affine(statistics)
+            var d = ChannelKernels.affine(x.magnitude, scale: scale.map(abs), shift: shift.map(abs))
+            d.formZipMap(y) { dj, zj in zj >= 0 ? 1 / (dj + eps) : -1 / (dj + eps) }
+            return f * d
+        }
+    }
+
+    /// The feedback of a sum `z = x + y` (a residual add) split in proportion to each operand's
+    /// contribution: `f_x = x / stab(z) * f`, `f_y = y / stab(z) * f`, with LFP-0's `stab(z) = z`
+    /// (no feedback where `z == 0`) under `.zero` and LFP-epsilon's `z + eps sign(z)` under every
+    /// other rule (their epsilon, or the default).
+    static func splitSum(_ f: Tensor, sum z: Tensor, _ x: Tensor, _ y: Tensor, rule: Rule) -> (Tensor, Tensor) {
+        let s: Tensor
+        switch rule {
+        case .zero: s = f.zipMap(z) { fj, zj in zj == 0 ? 0 : fj / zj }
+        case .epsilon(let eps), .alphaBeta(_, _, let eps), .zPlusZMinus(let eps): s = epsilonQuotient(f, z, epsilon: eps)
+        case .scaledEpsilon, .thresholdEpsilon: s = epsilonQuotient(f, z, epsilon: defaultEpsilon)
+        }
+        return (s * x, s * y)
+    }
+
     /// Applies the rule to one affine layer in matrix form (LFP-MATH.md section 3).
     /// - Parameters:
     ///   - a: the layer input `A`; z: its output `Z` (bias included); f: feedback at `Z`.

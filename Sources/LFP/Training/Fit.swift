@@ -154,6 +154,8 @@ public enum Fit {
                 let x = Tensor(shape: [local.count] + data.sampleShape, storage: features)
                 do { (directions, result) = try trainer.directions(input: x, labels: labels, rng: &rng) } catch { fault = located(error) }
             }
+            // BatchNorm running statistics stay each rank's own (as PyTorch without SyncBatchNorm).
+            let buffers = result.buffers
             if let parallel {
                 // One fused sum: every parameter's direction (weighted by the shard's share when
                 // directions are batch means), the statistics, the stop flag, one failure flag per rank.
@@ -192,6 +194,7 @@ public enum Fit {
                 throw fault
             }
             do { try trainer.apply(directions) } catch { throw located(error) }
+            trainer.setBuffers(buffers)
             progress.objectiveSum += Double(result.objective) * Double(result.count)
             progress.correct += result.correct
             progress.seen += result.count

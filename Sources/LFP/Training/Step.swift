@@ -18,6 +18,9 @@ public struct StepResult: Sendable {
     public var count: Int
     /// Data-parallel training: some rank asked to stop after this step.
     public var stopRequested = false
+    /// Buffers the step moved (BatchNorm running statistics after a training batch), by name;
+    /// the trainer stores them with `setBuffers` once the step is applied.
+    public var buffers: [String: Tensor] = [:]
 
     public init(objective: Float, correct: Int, count: Int) {
         self.objective = objective
@@ -51,6 +54,12 @@ public protocol StepTrainer: Sendable {
     var directionsAreBatchMeans: Bool { get }
     /// Accuracy on a data source (inference mode).
     func accuracy(on source: some BatchSource) -> Double
+    /// Stores buffers a step computed (`StepResult.buffers`).
+    mutating func setBuffers(_ buffers: [String: Tensor])
+}
+
+extension StepTrainer {
+    public mutating func setBuffers(_ buffers: [String: Tensor]) {}
 }
 
 /// One training step, LFP or gradient: forward trace, signal at the logits, backward pass,
@@ -113,7 +122,18 @@ public struct Trainer<O: Optimizer>: StepTrainer {
                 throw NumericalFault(location: method == .lfp ? "feedback of \(name)" : "gradient of \(name)", value: d.storage[bad])
             }
         }
-        return (directions, StepResult(objective: objective, correct: correct, count: labels.count))
+        var result = StepResult(objective: objective, correct: correct, count: labels.count)
+        if !trace.normalization.isEmpty || !trace.children.isEmpty {
+            // BatchNorm's running statistics after this batch (PyTorch moves them in the forward pass).
+            var moved = model
+            moved.absorbStatistics(from: trace)
+            for (name, value) in moved.namedBuffers { result.buffers[name] = value }
+        }
+        return (directions, result)
+    }
+
+    public mutating func setBuffers(_ buffers: [String: Tensor]) {
+        for (name, value) in buffers { model.setParameter(name, value) }
     }
 
     public var directionsAreBatchMeans: Bool {
@@ -142,6 +162,7 @@ public struct Trainer<O: Optimizer>: StepTrainer {
     public mutating func step(input: Tensor, labels: [Int], rng: inout SeededRandom) throws(NumericalFault) -> StepResult {
         let (directions, result) = try directions(input: input, labels: labels, rng: &rng)
         try apply(directions)
+        setBuffers(result.buffers)
         return result
     }
 }

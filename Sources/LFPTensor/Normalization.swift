@@ -1,0 +1,91 @@
+/// Per-channel kernels of batch normalisation over `[N, C]` or `[N, C, H, W]` tensors: the
+/// channel is dimension 1, every other dimension is summed over (`N * H * W` values per channel).
+public enum ChannelKernels {
+    /// `(batch, channels, positions)` of a `[N, C, ...]` tensor.
+    @inlinable public static func layout(_ shape: [Int]) -> (n: Int, c: Int, positions: Int) {
+        precondition(shape.count >= 2, "per-channel kernels need [N, C, ...], got \(shape)")
+        return (shape[0], shape[1], shape.dropFirst(2).reduce(1, *))
+    }
+
+    /// Mean and biased variance of every channel (two passes, accumulated in Double).
+    public static func statistics(_ x: Tensor) -> (mean: [Float], variance: [Float]) {
+        let (n, c, p) = layout(x.shape)
+        var mean = [Float](repeating: 0, count: c), variance = [Float](repeating: 0, count: c)
+        let count = Double(max(1, n * p))
+        x.storage.withUnsafeBufferPointer { px in
+            for ch in 0..<c {
+                var s = 0.0
+                for i in 0..<n {
+                    let base = (i * c + ch) * p
+                    var t: Float = 0
+                    for k in 0..<p { t += px[base + k] }
+                    s += Double(t)
+                }
+                let m = s / count
+                var q = 0.0
+                for i in 0..<n {
+                    let base = (i * c + ch) * p
+                    var t: Float = 0
+                    let mf = Float(m)
+                    for k in 0..<p { let d = px[base + k] - mf; t += d * d }
+                    q += Double(t)
+                }
+                mean[ch] = Float(m)
+                variance[ch] = Float(q / count)
+            }
+        }
+        return (mean, variance)
+    }
+
+    /// `y = x * scale[c] + shift[c]` (shift may be nil).
+    public static func affine(_ x: Tensor, scale: [Float], shift: [Float]?) -> Tensor {
+        let (n, c, p) = layout(x.shape)
+        precondition(scale.count == c && (shift == nil || shift!.count == c), "per-channel affine: \(c) channels, \(scale.count) scales")
+        var y = Tensor(uninitializedShape: x.shape)
+        x.storage.withUnsafeBufferPointer { px0 in
+            y.storage.withUnsafeMutableBufferPointer { py0 in
+                let (px, py) = (px0.baseAddress, py0.baseAddress)
+                Parallel.chunks(n * c, costPerItem: p) { _, planes in
+                    let (px, py) = (px!, py!)
+                    for plane in planes {
+                        let ch = plane % c, base = plane * p
+                        let a = scale[ch], b = shift?[ch] ?? 0
+                        for k in 0..<p { py[base + k] = px[base + k] * a + b }
+                    }
+                }
+            }
+        }
+        return y
+    }
+
+    /// `sum over batch and positions of x * y`, per channel (`y` nil: of `x`).
+    public static func channelSums(_ x: Tensor, times y: Tensor? = nil) -> [Float] {
+        let (n, c, p) = layout(x.shape)
+        precondition(y == nil || y!.shape == x.shape, "channel sums: \(x.shape) and \(y!.shape) differ")
+        var sums = [Double](repeating: 0, count: c)
+        x.storage.withUnsafeBufferPointer { px in
+            if let y {
+                y.storage.withUnsafeBufferPointer { py in
+                    for i in 0..<n {
+                        for ch in 0..<c {
+                            let base = (i * c + ch) * p
+                            var t: Float = 0
+                            for k in 0..<p { t += px[base + k] * py[base + k] }
+                            sums[ch] += Double(t)
+                        }
+                    }
+                }
+            } else {
+                for i in 0..<n {
+                    for ch in 0..<c {
+                        let base = (i * c + ch) * p
+                        var t: Float = 0
+                        for k in 0..<p { t += px[base + k] }
+                        sums[ch] += Double(t)
+                    }
+                }
+            }
+        }
+        return sums.map { Float($0) }
+    }
+}
