@@ -37,14 +37,21 @@ public struct StepBenchmark: Codable, Sendable {
 
 /// Times full training steps (forward, signal at the logits, backward, SGD-momentum update).
 public enum StepBench {
+    /// The models `bench all` and `benchmarks/bench.sh` time at batch 32 and 256.
     public static let models = ["mlp3072", "lenet3x32", "lenet1x28"]
+    /// Every model `bench step` accepts: also the ResNets (`resnet18` on 32x32 inputs,
+    /// `resnet18-224` on ImageNet-sized ones).
+    public static let allModels = models + ["cifar-resnet", "resnet18", "resnet18-224"]
 
     static func inputShape(_ model: String) -> [Int] {
         switch model {
-        case "mlp3072", "lenet3x32": [3, 32, 32]
+        case "mlp3072", "lenet3x32", "cifar-resnet", "resnet18": [3, 32, 32]
+        case "resnet18-224": [3, 224, 224]
         default: [1, 28, 28]
         }
     }
+
+    static func zooName(_ model: String) -> String { model == "resnet18-224" ? "resnet18" : model }
 
     /// Median step time over `steps` steps after `warmup` steps, on random data.
     public static func run(model name: String, batch: Int, method: String, steps: Int = 30, warmup: Int = 5) throws -> StepBenchmark {
@@ -55,7 +62,7 @@ public enum StepBench {
     /// machine noise hits all of them alike (the robust way to get a ratio on a shared machine).
     public static func compare(model name: String, batch: Int, methods: [String], steps: Int = 30, warmup: Int = 5) throws -> [StepBenchmark] {
         let shape = inputShape(name)
-        let model = try ModelZoo.make(name, .init(inputShape: shape, classes: 10), seed: 1)
+        let model = try ModelZoo.make(zooName(name), .init(inputShape: shape, classes: 10), seed: 1)
         var trainers = try methods.map { method in
             try Trainer(model: model, optimizer: SGD(learningRate: 1e-4, momentum: 0.9),
                         method: method == "gradient" ? .gradient(.softmaxCrossEntropy) : .lfp)
@@ -95,7 +102,7 @@ struct Bench: ParsableCommand {
 struct BenchStep: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "step", abstract: "Time one training step of a benchmark model.")
 
-    @Option(help: "mlp3072, lenet3x32 or lenet1x28.") var model = "mlp3072"
+    @Option(help: "\(StepBench.allModels.joined(separator: ", ")).") var model = "mlp3072"
     @Option(help: "Batch size.") var batch = 32
     @Option(help: "lfp, gradient, or both alternating step by step (lfp,gradient).") var method = "lfp"
     @Option(help: "Timed steps (after 5 warm-up steps).") var steps = 30
@@ -103,7 +110,7 @@ struct BenchStep: ParsableCommand {
     @Flag(help: "Print one JSON object.") var json = false
 
     mutating func validate() throws {
-        guard StepBench.models.contains(model) else { throw ValidationError("unknown --model '\(model)'; valid: \(StepBench.models.joined(separator: ", "))") }
+        guard StepBench.allModels.contains(model) else { throw ValidationError("unknown --model '\(model)'; valid: \(StepBench.allModels.joined(separator: ", "))") }
         let methods = method.split(separator: ",").map(String.init)
         guard !methods.isEmpty, methods.allSatisfy(["lfp", "gradient"].contains) else {
             throw ValidationError("unknown --method '\(method)'; valid: lfp, gradient, lfp,gradient")

@@ -105,6 +105,9 @@ struct Train: ParsableCommand {
     @Option(help: "Also write a resumable checkpoint every N steps (one is always written after each epoch).") var checkpointEvery: Int?
     @Option(help: "Stop after N steps in this process as if interrupted (checkpoint written; continue with --resume).") var stopAfter: Int?
     @Option(help: "Continue the interrupted run in this output directory (its options are taken from DIR/run.json).") var resume: String?
+    @Option(name: .customLong("init"), help: "Start from a pretrained state dict (safetensors with PyTorch's names, e.g. a torchvision ResNet) and fine-tune it.") var initFrom: String?
+    @Option(help: "Classes of the model's output (default: the dataset's). With --init, a classifier head of another size is replaced by a fresh one of this size.") var classes: Int?
+    @Option(help: "Parameters not to train, comma-separated: names, prefixes (conv1,bn1,layer1) or globs (*.bn*.weight).") var freeze: String?
 
     var resuming: Bool { resume != nil }
 
@@ -138,6 +141,9 @@ struct Train: ParsableCommand {
         if let trainLimit { a += ["--train-limit", "\(trainLimit)"] }
         if let testLimit { a += ["--test-limit", "\(testLimit)"] }
         if let checkpointEvery { a += ["--checkpoint-every", "\(checkpointEvery)"] }
+        if let initFrom { a += ["--init", URL(fileURLWithPath: initFrom).standardizedFileURL.path] }
+        if let classes { a += ["--classes", "\(classes)"] }
+        if let freeze { a += ["--freeze", freeze] }
         if nesterov { a.append("--nesterov") }
         if backwardNormalization { a.append("--backward-normalization") }
         a.append(centredInputs ? "--centred-inputs" : "--no-centred-inputs")
@@ -205,6 +211,10 @@ struct Train: ParsableCommand {
         if let n = testLimit, n < 1 { throw ValidationError("--test-limit must be at least 1") }
         if let n = checkpointEvery, n < 1 { throw ValidationError("--checkpoint-every must be at least 1") }
         if let n = stopAfter, n < 1 { throw ValidationError("--stop-after must be at least 1") }
+        if let n = classes, n < 1 { throw ValidationError("--classes must be at least 1") }
+        if modelOptions.isSpiking && (initFrom != nil || freeze != nil || classes != nil) {
+            throw ValidationError("--init, --classes and --freeze are for the non-spiking models")
+        }
     }
 
     func run() throws {
@@ -292,8 +302,21 @@ struct Train: ParsableCommand {
                             return t.network.trace(x, steps: t.steps).firingRates.map(Double.init)
                         })
         } else {
-            var model = try modelOptions.build(inputShape: trainSet.sampleShape, classes: trainSet.classCount, seed: seed)
-            if resuming { try Checkpoint.restore(&model, from: context.modelPath) }
+            let outputs = classes ?? trainSet.classCount
+            guard outputs >= trainSet.classCount else {
+                throw ValidationFailure("--classes \(outputs) is fewer than the \(trainSet.classCount) classes of \(dataset)")
+            }
+            var model = try modelOptions.build(inputShape: trainSet.sampleShape, classes: outputs, seed: seed)
+            if resuming {
+                try Checkpoint.restore(&model, from: context.modelPath)
+            } else if let initFrom {
+                let fresh = try Checkpoint.initialize(&model, from: initFrom, replaceHead: classes != nil)
+                if isRoot && !fresh.isEmpty {
+                    print("initialised from \(initFrom); new classifier head (\(fresh.joined(separator: ", "))) for \(outputs) classes")
+                } else if isRoot {
+                    print("initialised from \(initFrom)")
+                }
+            }
             try Distributed.broadcastParameters(&model, comm)
             let options = PropagationOptions(reduction: reductionValue, backwardNormalization: backwardNormalization,
                                              centredInputs: centredInputs)
@@ -303,6 +326,10 @@ struct Train: ParsableCommand {
                                       options: options)
             trainer.clipNorm = clip
             trainer.adaptiveClipping = agcValue
+            if let freeze {
+                let patterns = freeze.split(separator: ",").map { ParameterPattern(String($0).trimmingCharacters(in: .whitespaces)) }
+                trainer.frozen = try ParameterPattern.select(patterns, in: model)
+            }
             let pretrain = method == "gradient-then-lfp" ? pretrainSteps : 0
             try runLoop(&trainer, state: &state, resumedTensors: resumedTensors, context: context,
                         describe: lfpMethod ? "\(method) [\(composite)\(centredInputs ? ", centred inputs" : ""), \(feedback) feedback]" : method,
@@ -369,7 +396,7 @@ struct Train: ParsableCommand {
         }
         let metadata = modelOptions.metadata.merging([
             "lfp.input_shape": trainSet.sampleShape.map(String.init).joined(separator: ","),
-            "lfp.classes": "\(trainSet.classCount)",
+            "lfp.classes": "\(classes ?? trainSet.classCount)",
             "lfp.normalization_mean": state.normalizationMean.map { "\($0)" }.joined(separator: ","),
             "lfp.normalization_std": state.normalizationStd.map { "\($0)" }.joined(separator: ","),
         ]) { $1 }

@@ -180,4 +180,37 @@ import LFPTensor
         }
         #expect(throws: LFPError.self) { try Composite(default: .epsilon, overrides: [(.name("layer1.0.act"), .zero)]).resolve(for: model) }
     }
+
+    /// LFP-MATH.md section 7 on a ReLU ResNet with BatchNorm, in evaluation and in training
+    /// mode: LFP-0 parameter feedback equals |p| * (-dL/dp) (L summed cross-entropy with softmax
+    /// feedback). Holds for BatchNorm because its rule is gradient times input with the stabilised
+    /// division (RESNET-NOTES.md section f.3), through the batch statistics in training.
+    @Test(arguments: [false, true])
+    func lfpZeroEqualsGradientIdentityOnResNet(training: Bool) throws {
+        var model = ResNet.make(block: .basic, blocks: [1, 1], widths: [4, 8], stem: .cifar, inputChannels: 2, classes: 5, seed: 21)
+        var rng = SeededRandom(seed: 22)
+        for (name, p) in model.namedParameters where name.contains("bn") || name.contains("downsample.1") {
+            // Non-trivial BatchNorm: gamma of both signs, beta and running statistics away from 0/1.
+            let values = (0..<p.count).map { _ in rng.uniform(-1.5, 1.5) }
+            model.setParameter(name, Tensor(shape: p.shape, storage: values))
+        }
+        for (name, b) in model.namedBuffers where name.hasSuffix("running_var") {
+            model.setParameter(name, Tensor(shape: b.shape, storage: (0..<b.count).map { _ in rng.uniform(0.5, 1.5) }))
+        }
+        let x = Tensor.normal([4, 2, 6, 6], rng: &rng)
+        let labels = [0, 3, 1, 4]
+        let trace = model.trace(x, training: training, rng: &rng)
+        let feedback = FeedbackFunction.softmax(logits: trace.output, labels: labels)
+        let lfp = try FeedbackPropagator(model: model, composite: .uniform(.zero), options: .init(computeInputFeedback: true))
+            .propagate(model: model, trace: trace, feedback: feedback)
+        let (_, g) = Loss.softmaxCrossEntropy.evaluate(logits: trace.output, labels: labels, reduction: .sum)
+        let grads = Backpropagation.gradients(model: model, trace: trace, outputGradient: g, computeInputGradient: true)
+        #expect(Set(lfp.parameters.keys) == Set(model.parameterNames))
+        for (name, p) in model.namedParameters {
+            let expected = zip(p.storage, grads.parameters[name]!.storage).map { Double(abs($0)) * -Double($1) }
+            expectClose(lfp.parameters[name]!.storage, expected, tolerance: 1e-4, "\(name) (training \(training))")
+        }
+        let expectedInput = zip(x.storage, grads.input!.storage).map { Double($0) * -Double($1) }
+        expectClose(lfp.input!.storage, expectedInput, tolerance: 1e-4, "input (training \(training))")
+    }
 }

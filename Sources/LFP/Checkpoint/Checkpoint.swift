@@ -12,6 +12,8 @@ public enum Checkpoint {
         case nonFinite(file: String, name: String)
         /// The run state of a training checkpoint is missing, undecodable or out of range.
         case runState(file: String, problem: String)
+        /// The classifier head's shape differs (another class count) and was not to be replaced.
+        case headMismatch(file: String, name: String, expected: [Int], found: [Int])
 
         /// One printable line (tensor names come from the file and may hold control characters).
         public var description: String { DataError.oneLine(text) }
@@ -23,6 +25,9 @@ public enum Checkpoint {
             case .shapeMismatch(let f, let n, let e, let g): "\(f): tensor \(n) has shape \(g), the model needs \(e)"
             case .nonFinite(let f, let n): "\(f): tensor \(n) holds NaN or infinite values"
             case .runState(let f, let problem): "\(f): \(problem); cannot resume"
+            case .headMismatch(let f, let n, let e, let g):
+                "\(f): the classifier head \(n) has shape \(g) but the model needs \(e) (another number of classes); "
+                    + "pass --classes N to train a new head of N classes on the loaded body"
             }
         }
     }
@@ -60,5 +65,46 @@ public enum Checkpoint {
             guard record.values.allSatisfy({ $0.isFinite }) else { throw Error.nonFinite(file: path, name: name) }
             model.setParameter(name, Tensor(shape: record.shape, storage: record.values))
         }
+    }
+
+    /// The parameters of a model's classifier head: those of its last Linear layer (`fc` in
+    /// ResNets, `head` in ViTs, the last `layers.<i>` of a sequential model).
+    public static func headParameterNames(of model: Sequential) -> [String] {
+        guard let (path, layer) = model.leaves.last(where: { $0.layer.kind == .linear }) else { return [] }
+        return layer.parameters.map { path + "." + $0.name }
+    }
+
+    /// Initialises `model` from a pretrained state dict (fine-tuning). Every tensor of the model
+    /// must be in the file with its shape, except, with `replaceHead`, the classifier head when
+    /// its shape differs (another class count): it keeps its fresh initialisation, as the
+    /// reference replaces the last layer. Extra tensors are an error unless `allowUnexpected`.
+    /// - Returns: the names left at their initialisation (the replaced head), empty otherwise.
+    @discardableResult
+    public static func initialize(_ model: inout Sequential, from path: String, replaceHead: Bool, allowUnexpected: Bool = false) throws -> [String] {
+        let (tensors, _) = try SafeTensors.read(path)
+        var byName: [String: TensorRecord] = [:]
+        for (name, record) in tensors {
+            byName[model.childNames == nil && !name.hasPrefix("layers.") ? "layers.\(name)" : name] = record
+        }
+        let expected = model.stateDict
+        let missing = expected.map(\.name).filter { byName[$0] == nil }
+        if !missing.isEmpty { throw Error.missing(file: path, names: missing) }
+        let extra = Set(byName.keys).subtracting(expected.map(\.name)).sorted()
+        if !extra.isEmpty && !allowUnexpected { throw Error.unexpected(file: path, names: extra) }
+        let head = Set(headParameterNames(of: model))
+        var kept: [String] = []
+        for (name, value) in expected {
+            let record = byName[name]!
+            guard record.shape == value.shape else {
+                if head.contains(name) {
+                    if replaceHead { kept.append(name); continue }
+                    throw Error.headMismatch(file: path, name: name, expected: value.shape, found: record.shape)
+                }
+                throw Error.shapeMismatch(file: path, name: name, expected: value.shape, found: record.shape)
+            }
+            guard record.values.allSatisfy({ $0.isFinite }) else { throw Error.nonFinite(file: path, name: name) }
+            model.setParameter(name, Tensor(shape: record.shape, storage: record.values))
+        }
+        return kept
     }
 }

@@ -74,6 +74,9 @@ public struct Trainer<O: Optimizer>: StepTrainer {
     public var clipNorm: Float?
     /// Unit-wise adaptive clipping (AGC, Brock et al. 2021), applied before `clipNorm`.
     public var adaptiveClipping: AdaptiveGradientClipping?
+    /// Parameters that are not updated (fine-tuning with a frozen body): their directions are
+    /// dropped before clipping and the update (see `ParameterPattern`).
+    public var frozen: Set<String> = []
 
     public var parameterModel: Sequential { model }
 
@@ -117,6 +120,7 @@ public struct Trainer<O: Optimizer>: StepTrainer {
             objective = value
             directions = Backpropagation.gradients(model: model, trace: trace, outputGradient: g).parameters
         }
+        for name in frozen { directions[name] = nil }
         for (name, d) in directions where !checkedFinite.contains(name) {
             if let bad = d.firstNonFiniteIndex {
                 throw NumericalFault(location: method == .lfp ? "feedback of \(name)" : "gradient of \(name)", value: d.storage[bad])
@@ -152,7 +156,9 @@ public struct Trainer<O: Optimizer>: StepTrainer {
     }
 
     public mutating func apply(_ directions: [String: Tensor]) throws(NumericalFault) {
-        let directions = clipped(directions)
+        var directions = directions
+        for name in frozen { directions[name] = nil }
+        directions = clipped(directions)
         optimizer.step(&model, directions: directions)
         try checkFinite(model, names: directions.keys)
     }
@@ -185,3 +191,43 @@ func checkFinite(_ model: Sequential, names: some Sequence<String>) throws(Numer
     }
 }
 
+
+/// Selects parameters by dotted name: a name (`fc.weight`), a prefix ending at a dot boundary
+/// (`layer1` selects `layer1.0.conv1.weight`), or a glob with `*` (`*.bn*.weight`).
+public struct ParameterPattern: Sendable, Equatable, CustomStringConvertible {
+    public var text: String
+    public init(_ text: String) { self.text = text }
+    public var description: String { text }
+
+    public func matches(_ name: String) -> Bool {
+        if text.contains("*") { return Self.glob(Array(text.utf8)[...], Array(name.utf8)[...]) }
+        return name == text || name.hasPrefix(text + ".")
+    }
+
+    private static func glob(_ p: ArraySlice<UInt8>, _ s: ArraySlice<UInt8>) -> Bool {
+        guard let first = p.first else { return s.isEmpty }
+        if first == UInt8(ascii: "*") {
+            var rest = s
+            while true {
+                if glob(p.dropFirst(), rest) { return true }
+                guard !rest.isEmpty else { return false }
+                rest = rest.dropFirst()
+            }
+        }
+        guard let c = s.first, c == first else { return false }
+        return glob(p.dropFirst(), s.dropFirst())
+    }
+
+    /// The parameters of `model` any of `patterns` selects; throws naming a pattern that selects none.
+    public static func select(_ patterns: [ParameterPattern], in model: Sequential) throws(ModelError) -> Set<String> {
+        var selected: Set<String> = []
+        for pattern in patterns {
+            let hits = model.parameterNames.filter(pattern.matches)
+            guard !hits.isEmpty else {
+                throw .invalidConfiguration("pattern '\(pattern)' selects no parameter (names look like \(model.parameterNames.prefix(3).joined(separator: ", ")), ...)")
+            }
+            selected.formUnion(hits)
+        }
+        return selected
+    }
+}

@@ -1,0 +1,97 @@
+import Foundation
+import Testing
+@testable import LFPCommands
+import LFP
+import LFPData
+import LFPTensor
+
+/// `lfp propagate` and fine-tuning from a state dict (`lfp train --init --classes --freeze`).
+@Suite struct ModelCommandTests {
+    static func write(_ tensors: [(String, Tensor)], to path: String) throws {
+        try SafeTensors.write(tensors.map { TensorRecord(name: $0.0, shape: $0.1.shape, values: $0.1.storage) }, to: path)
+    }
+
+    /// The file `lfp propagate` writes holds what the library computes, for LFP and gradient,
+    /// eval and train mode; bad input files get one clear error.
+    @Test func propagateWritesEverySignalByName() throws {
+        let dir = temporaryDirectory("propagate")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let config = ModelZoo.Configuration(inputShape: [3, 8, 8], classes: 4, width: 0.25)
+        let model = try ModelZoo.make("cifar-resnet", config, seed: 5)
+        let weights = dir.appendingPathComponent("w.safetensors").path
+        try Checkpoint.save(model, to: weights)
+        var rng = SeededRandom(seed: 6)
+        let x = Tensor.normal([2, 3, 8, 8], rng: &rng)
+        let input = dir.appendingPathComponent("i.safetensors").path
+        try Self.write([("input", x), ("labels", Tensor(shape: [2], storage: [3, 1]))], to: input)
+        for (method, mode) in [("lfp", "eval"), ("lfp", "train"), ("gradient", "train")] {
+            let out = dir.appendingPathComponent("o-\(method)-\(mode).safetensors").path
+            try runLFP(["propagate", "--model", "cifar-resnet", "--width", "0.25", "--classes", "4", "--checkpoint", weights,
+                        "--input", input, "--composite", "epsilon", "--feedback", "softmax", "--method", method, "--mode", mode,
+                        "--output", out, "--threads", "1"])
+            let written = try SafeTensors.read(out).tensors
+            let expected = try Inspection.propagate(model: model, input: x, labels: [3, 1], method: Inspection.Method(rawValue: method)!,
+                                                    composite: .uniform(.epsilon), feedback: .softmax, training: mode == "train")
+            #expect(Set(written.keys) == Set(expected.map(\.name)), "\(method) \(mode)")
+            for (name, value) in expected {
+                #expect(written[name]?.values == value.storage, "\(method) \(mode) \(name)")
+            }
+            let prefix = method == "lfp" ? "feedback." : "gradient."
+            #expect(written.keys.filter { $0.hasPrefix(prefix) }.count == model.namedParameters.count)
+            #expect(written.keys.contains { $0.hasPrefix("running.") } == (mode == "train"))
+        }
+        // Bad inputs: no labels; a label outside the classes; a checkpoint of another model.
+        let noLabels = dir.appendingPathComponent("nolabels.safetensors").path
+        try Self.write([("input", x)], to: noLabels)
+        let badLabel = dir.appendingPathComponent("badlabel.safetensors").path
+        try Self.write([("input", x), ("labels", Tensor(shape: [2], storage: [0, 9]))], to: badLabel)
+        guard let exe = lfpExecutable() else { return }
+        let common = ["propagate", "--model", "cifar-resnet", "--width", "0.25", "--classes", "4", "--output", dir.appendingPathComponent("x.safetensors").path]
+        for (file, message) in [(noLabels, "no tensor named 'labels'"), (badLabel, "label 9.0 is not a class index")] {
+            let r = try runProcess(exe, common + ["--input", file, "--checkpoint", weights])
+            #expect(r.status != 0 && r.stderr.contains(message), "\(r.stderr)")
+        }
+        let r = try runProcess(exe, ["propagate", "--model", "toy", "--classes", "4", "--input", input, "--checkpoint", weights,
+                                     "--output", dir.appendingPathComponent("x.safetensors").path])
+        #expect(r.status != 0 && r.stderr.contains("missing tensors"), "\(r.stderr)")
+    }
+
+    /// Fine-tuning: a state dict with another head loads with --classes (new head), is refused
+    /// without it (the message says what to do), and --freeze keeps the frozen parameters.
+    @Test func trainInitialisesFromStateDictAndFreezes() throws {
+        let dir = temporaryDirectory("init")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let pretrained = try ModelZoo.make("cifar-resnet", .init(inputShape: [1, 28, 28], classes: 7, width: 0.25), seed: 9)
+        let weights = dir.appendingPathComponent("pretrained.safetensors").path
+        try Checkpoint.save(pretrained, to: weights)
+        let common = ["train", "--model", "cifar-resnet", "--width", "0.25", "--init", weights, "--epochs", "1", "--train-limit", "64",
+                      "--test-limit", "32", "--batch-size", "16", "--quiet", "--threads", "1"]
+        if let exe = lfpExecutable() {
+            let r = try runProcess(exe, common + ["--output", dir.appendingPathComponent("refused").path])
+            #expect(r.status != 0 && r.stderr.contains("pass --classes N"), "\(r.stderr)")
+        }
+        let out = dir.appendingPathComponent("run")
+        try runLFP(common + ["--classes", "10", "--freeze", "conv1,bn1,layer1", "--output", out.path])
+        var trained = try ModelZoo.make("cifar-resnet", .init(inputShape: [1, 28, 28], classes: 10, width: 0.25), seed: 0)
+        try Checkpoint.restore(&trained, from: out.appendingPathComponent("model.safetensors").path)
+        #expect(trained.parameter("fc.weight")?.shape == [10, 32])
+        for name in ["conv1.weight", "bn1.weight", "layer1.0.conv1.weight", "layer1.1.bn2.bias"] {
+            #expect(trained.parameter(name) == pretrained.parameter(name), "\(name) is frozen")
+        }
+        for name in ["layer2.0.conv1.weight", "layer4.1.conv2.weight"] {
+            #expect(trained.parameter(name) != pretrained.parameter(name), "\(name) trains")
+        }
+        // BatchNorm's running statistics move in training, frozen or not (as in PyTorch).
+        #expect(trained.parameter("bn1.running_mean") != pretrained.parameter("bn1.running_mean"))
+        #expect(throws: (any Error).self) { try runLFP(common + ["--classes", "10", "--freeze", "nonexistent", "--output", out.path + "2"]) }
+    }
+
+    @Test func patternsSelectByNamePrefixAndGlob() {
+        #expect(ParameterPattern("layer1").matches("layer1.0.conv1.weight"))
+        #expect(!ParameterPattern("layer1").matches("layer10.0.conv1.weight"))
+        #expect(ParameterPattern("fc.weight").matches("fc.weight") && !ParameterPattern("fc.weight").matches("fc.bias"))
+        #expect(ParameterPattern("*.bn*.weight").matches("layer2.0.bn1.weight"))
+        #expect(!ParameterPattern("*.bn*.weight").matches("bn1.weight"))
+        #expect(ParameterPattern("*").matches("anything"))
+    }
+}
