@@ -66,4 +66,28 @@ import LFPTensor
             model: model, input: x, labels: labels, method: .gradient, composite: composite, feedback: .softmax, training: training).map { ($0.name, $0.value) })
         for key in file.keys.sorted() where key.hasPrefix("gradient.") { Self.expectMatch(gradient[key], file[key]!, "\(name) \(key)") }
     }
+
+    /// Opt-in (the weights are 47-100 MB, not committed): torchvision ResNets' state dicts load
+    /// by their own names and give torchvision's eval-mode logits. `LFP_TORCHVISION_DIR` holds
+    /// `resnet18/34/50.safetensors` written by `scripts/reference/torchvision_resnet.py`.
+    @Test func torchvisionStateDictsGiveTorchvisionLogits() throws {
+        guard let dir = ProcessInfo.processInfo.environment["LFP_TORCHVISION_DIR"], !dir.isEmpty else { return }
+        var checked = 0
+        for name in ["resnet18", "resnet34", "resnet50"] {
+            let path = dir + "/\(name).safetensors"
+            guard FileManager.default.fileExists(atPath: path) else { continue }
+            let file = try SafeTensors.read(path).tensors
+            var model = try ModelZoo.make(name, .init(inputShape: [3, 64, 64], classes: 1000), seed: 0)
+            for (key, value) in model.stateDict {
+                let record = try #require(file[key], "\(name): \(key) missing from the torchvision state dict")
+                #expect(record.shape == value.shape, "\(name) \(key)")
+                model.setParameter(key, Self.tensor(record))
+            }
+            #expect(file.count == model.stateDict.count + 2, "\(name): every tensor but input and logits is in the state dict")
+            let logits = model(Self.tensor(try #require(file["input"])))
+            Self.expectMatch(logits, try #require(file["logits"]), "\(name) logits")
+            checked += 1
+        }
+        #expect(checked > 0, "LFP_TORCHVISION_DIR=\(dir) holds no resnet18/34/50.safetensors")
+    }
 }
