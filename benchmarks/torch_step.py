@@ -16,7 +16,59 @@ import torch
 from torch import nn
 
 
+class ResNet(nn.Module):
+    """torchvision's ResNet layout with BasicBlocks of any widths and either stem (the models of
+    `lfp bench step --model cifar-resnet|resnet18|resnet18-224`). With lfprop installed the
+    blocks are its `CustomBasicBlock` (torchvision's block with the residual add as a `Sum`
+    module, which the reference's composite needs; the same arithmetic), else torchvision's."""
+
+    def __init__(self, block, blocks, widths, stem, classes=10):
+        super().__init__()
+        c = widths[0]
+        if stem == "imagenet":
+            self.conv1 = nn.Conv2d(3, c, 7, 2, 3, bias=False)
+            self.maxpool = nn.MaxPool2d(3, 2, 1)
+        else:
+            self.conv1 = nn.Conv2d(3, c, 3, 1, 1, bias=False)
+            self.maxpool = nn.Identity()
+        self.bn1, self.relu = nn.BatchNorm2d(c), nn.ReLU()
+        stages = []
+        for i, (n, w) in enumerate(zip(blocks, widths)):
+            layers = []
+            for b in range(n):
+                stride = 2 if i > 0 and b == 0 else 1
+                down = None
+                if stride != 1 or c != w:
+                    down = nn.Sequential(nn.Conv2d(c, w, 1, stride, bias=False), nn.BatchNorm2d(w))
+                layers.append(block(c, w, stride=stride, downsample=down))
+                c = w
+            stages.append(nn.Sequential(*layers))
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.avgpool, self.fc = nn.AdaptiveAvgPool2d(1), nn.Linear(c, classes)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def basic_block():
+    try:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import lfp_compat  # noqa: F401
+        from lfprop.model.custom_resnet import CustomBasicBlock
+        return CustomBasicBlock
+    except ImportError:
+        from torchvision.models.resnet import BasicBlock
+        return BasicBlock
+
+
 def make_model(name):
+    if name == "cifar-resnet":
+        return ResNet(basic_block(), [2, 2, 2, 2], [16, 32, 64, 128], "cifar"), (3, 32, 32)
+    if name in ("resnet18", "resnet18-224"):
+        size = 224 if name == "resnet18-224" else 32
+        return ResNet(basic_block(), [2, 2, 2, 2], [64, 128, 256, 512], "imagenet"), (3, size, size)
     if name == "mlp3072":
         return nn.Sequential(nn.Flatten(), nn.Linear(3072, 512), nn.ReLU(), nn.Linear(512, 256), nn.ReLU(),
                              nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10)), (3, 32, 32)
@@ -29,7 +81,7 @@ def make_model(name):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--model", required=True, choices=["mlp3072", "lenet3x32", "lenet1x28"])
+    p.add_argument("--model", required=True, choices=["mlp3072", "lenet3x32", "lenet1x28", "cifar-resnet", "resnet18", "resnet18-224"])
     p.add_argument("--batch", type=int, required=True)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)

@@ -55,11 +55,12 @@ public enum Convolution {
         return lo..<hi
     }
 
-    /// Unfolds one input sample `[C, H, W]` into `col [C*kh*kw, OH*OW]` (zero padding).
+    /// Unfolds one input sample `[C, H, W]` into `col [C*kh*kw, OH*OW]` (zero padding), rows
+    /// `rowStride` apart (default `OH*OW`; wider to place several samples side by side).
     /// The valid rows and columns of each kernel offset are computed once, so the inner loop
     /// is a plain copy of one output row (the common case, stride 1, has no per-element test).
-    public static func im2col(_ x: UnsafePointer<Float>, _ g: ConvGeometry, _ col: UnsafeMutablePointer<Float>) {
-        let oh = g.outHeight, ow = g.outWidth, p = oh * ow
+    public static func im2col(_ x: UnsafePointer<Float>, _ g: ConvGeometry, _ col: UnsafeMutablePointer<Float>, rowStride: Int? = nil) {
+        let oh = g.outHeight, ow = g.outWidth, p = rowStride ?? oh * ow
         var row = 0
         for c in 0..<g.inChannels {
             let plane = x + c * g.inHeight * g.inWidth
@@ -94,10 +95,10 @@ public enum Convolution {
         }
     }
 
-    /// Folds `col [C*kh*kw, OH*OW]` back onto one sample `[C, H, W]`, accumulating (adjoint of
-    /// im2col).
-    public static func col2im(_ col: UnsafePointer<Float>, _ g: ConvGeometry, _ x: UnsafeMutablePointer<Float>) {
-        let oh = g.outHeight, ow = g.outWidth, p = oh * ow
+    /// Folds `col [C*kh*kw, OH*OW]` (rows `rowStride` apart) back onto one sample `[C, H, W]`,
+    /// accumulating (adjoint of im2col).
+    public static func col2im(_ col: UnsafePointer<Float>, _ g: ConvGeometry, _ x: UnsafeMutablePointer<Float>, rowStride: Int? = nil) {
+        let oh = g.outHeight, ow = g.outWidth, p = rowStride ?? oh * ow
         var row = 0
         for c in 0..<g.inChannels {
             let plane = x + c * g.inHeight * g.inWidth
@@ -202,32 +203,59 @@ public enum Convolution {
         return Direct.appliesToWeightMap(g) ? Direct.backwardWeight(dy, input: x, geometry: g) : im2colBackwardWeight(dy, input: x, geometry: g)
     }
 
-    /// The im2col forward map. Per sample: im2col, then `y_n [O, P] = W [O, CKK] x col_n [CKK, P]`
-    /// straight into the output.
+    /// How many samples the im2col maps put side by side in one GEMM: enough for about 1024
+    /// columns, so that small feature maps (deep ResNet layers: 1-196 positions) make one
+    /// product per group, the weights packed once, instead of one thin product per sample.
+    static func groupSize(_ g: ConvGeometry) -> Int { max(1, 1024 / max(1, g.positions)) }
+
+    /// Copies rows `[rows, p]` of `count` consecutive samples (each `rows * p` floats) side by
+    /// side into `[rows, count * p]`.
+    static func gather(_ src: UnsafePointer<Float>, rows: Int, p: Int, count: Int, into dst: UnsafeMutablePointer<Float>) {
+        for j in 0..<count {
+            for r in 0..<rows { (dst + r * count * p + j * p).update(from: src + (j * rows + r) * p, count: p) }
+        }
+    }
+
+    /// The im2col forward map. Per group of samples: im2col side by side, then
+    /// `y [O, G*P] = W [O, CKK] x col [CKK, G*P]` (straight into the output for one sample).
     static func im2colForward(_ x: Tensor, weight w: Tensor, bias: Tensor?, geometry g: ConvGeometry) -> Tensor {
         let n = x.shape[0]
         precondition(x.count == n * g.inputSize, "conv input \(x.shape) does not match geometry")
         var y = Tensor(uninitializedShape: [n, g.outChannels, g.outHeight, g.outWidth])
         let (p, o, k) = (g.positions, g.outChannels, g.patchSize)
         let pointwise = isPointwise(g)
+        let group = groupSize(g)
         let biasValues = bias?.storage
         x.storage.withUnsafeBufferPointer { px in
             w.storage.withUnsafeBufferPointer { pw in
                 y.storage.withUnsafeMutableBufferPointer { py in
                     let (xs, ws, ys) = (px.baseAddress!, pw.baseAddress!, py.baseAddress!)
-                    forEachWorker(n, work: workPerSample(g), scratchPerWorker: pointwise ? 0 : k * p) { _, buffer, samples in
-                        for s in samples {
-                            let input = xs + s * g.inputSize, out = ys + s * g.outputSize
+                    let scratch = group == 1 ? (pointwise ? 0 : k * p) : (k + o) * group * p
+                    forEachWorker(n, work: workPerSample(g), scratchPerWorker: scratch) { _, buffer, samples in
+                        for first in stride(from: samples.lowerBound, to: samples.upperBound, by: group) {
+                            let count = min(group, samples.upperBound - first), columns = count * p
+                            let input = xs + first * g.inputSize
                             var col = UnsafePointer(input)
-                            if !pointwise {
+                            if count > 1 {
+                                for j in 0..<count { im2col(input + j * g.inputSize, g, buffer + j * p, rowStride: columns) }
+                                col = UnsafePointer(buffer)
+                            } else if !pointwise {
                                 im2col(input, g, buffer)
                                 col = UnsafePointer(buffer)
                             }
+                            // One sample: into the output; a group: into scratch, then scattered.
+                            let out = count > 1 ? buffer + k * columns : ys + first * g.outputSize
                             if let biasValues {
-                                for c in 0..<o { (out + c * p).update(repeating: biasValues[c], count: p) }
+                                for c in 0..<o { (out + c * columns).update(repeating: biasValues[c], count: columns) }
                             }
-                            BLAS.serialGEMM(transposeA: false, transposeB: false, m: o, n: p, k: k, alpha: 1, a: ws, lda: k,
-                                            b: col, ldb: p, beta: biasValues == nil ? 0 : 1, c: out, ldc: p)
+                            BLAS.serialGEMM(transposeA: false, transposeB: false, m: o, n: columns, k: k, alpha: 1, a: ws, lda: k,
+                                            b: col, ldb: columns, beta: biasValues == nil ? 0 : 1, c: out, ldc: columns)
+                            if count > 1 {
+                                for j in 0..<count {
+                                    let dst = ys + (first + j) * g.outputSize
+                                    for c in 0..<o { (dst + c * p).update(from: out + c * columns + j * p, count: p) }
+                                }
+                            }
                         }
                     }
                 }
@@ -236,26 +264,39 @@ public enum Convolution {
         return y
     }
 
-    /// The im2col input map. Per sample: `col_n [CKK, P] = W^T x dy_n [O, P]`, folded back by col2im.
+    /// The im2col input map. Per group: `col [CKK, G*P] = W^T x dy [O, G*P]` (dy gathered side by
+    /// side), folded back onto each sample by col2im.
     static func im2colBackwardInput(_ dy: Tensor, weight w: Tensor, geometry g: ConvGeometry) -> Tensor {
         let n = dy.shape[0]
         precondition(dy.count == n * g.outputSize, "conv output feedback \(dy.shape) does not match geometry")
         var dx = Tensor(uninitializedShape: [n, g.inChannels, g.inHeight, g.inWidth])
         let (p, o, k) = (g.positions, g.outChannels, g.patchSize)
         let pointwise = isPointwise(g)
+        let group = groupSize(g)
         dy.storage.withUnsafeBufferPointer { pdy in
             w.storage.withUnsafeBufferPointer { pw in
                 dx.storage.withUnsafeMutableBufferPointer { pdx in
                     let (dys, ws, dxs) = (pdy.baseAddress!, pw.baseAddress!, pdx.baseAddress!)
-                    forEachWorker(n, work: workPerSample(g), scratchPerWorker: pointwise ? 0 : k * p) { _, col, samples in
-                        for s in samples {
-                            let out = dxs + s * g.inputSize
-                            // Pointwise: the columns are the input itself.
-                            BLAS.serialGEMM(transposeA: true, transposeB: false, m: k, n: p, k: o, alpha: 1, a: ws, lda: k,
-                                            b: dys + s * g.outputSize, ldb: p, beta: 0, c: pointwise ? out : col, ldc: p)
-                            if pointwise { continue }
-                            out.update(repeating: 0, count: g.inputSize)
-                            col2im(col, g, out)
+                    let scratch = group == 1 ? (pointwise ? 0 : k * p) : (k + o) * group * p
+                    forEachWorker(n, work: workPerSample(g), scratchPerWorker: scratch) { _, col, samples in
+                        for first in stride(from: samples.lowerBound, to: samples.upperBound, by: group) {
+                            let count = min(group, samples.upperBound - first), columns = count * p
+                            let out = dxs + first * g.inputSize
+                            if count == 1 {
+                                // Pointwise: the columns are the input itself.
+                                BLAS.serialGEMM(transposeA: true, transposeB: false, m: k, n: p, k: o, alpha: 1, a: ws, lda: k,
+                                                b: dys + first * g.outputSize, ldb: p, beta: 0, c: pointwise ? out : col, ldc: p)
+                                if pointwise { continue }
+                                out.update(repeating: 0, count: g.inputSize)
+                                col2im(col, g, out)
+                                continue
+                            }
+                            let gathered = col + k * columns
+                            gather(dys + first * g.outputSize, rows: o, p: p, count: count, into: gathered)
+                            BLAS.serialGEMM(transposeA: true, transposeB: false, m: k, n: columns, k: o, alpha: 1, a: ws, lda: k,
+                                            b: gathered, ldb: columns, beta: 0, c: col, ldc: columns)
+                            out.update(repeating: 0, count: count * g.inputSize)
+                            for j in 0..<count { col2im(col + j * p, g, out + j * g.inputSize, rowStride: columns) }
                         }
                     }
                 }
@@ -264,9 +305,9 @@ public enum Convolution {
         return dx
     }
 
-    /// The im2col weight map: `dW = sum_n dy_n [O, P] x col(x_n)^T [P, CKK]`. Each worker
-    /// accumulates its samples in order into its own `[O, CKK]`; the partial sums are added in
-    /// worker order.
+    /// The im2col weight map: `dW = sum over groups of dy [O, G*P] x col(x)^T [G*P, CKK]`. Each
+    /// worker accumulates its groups in order into its own `[O, CKK]`; the partial sums are
+    /// added in worker order.
     static func im2colBackwardWeight(_ dy: Tensor, input x: Tensor, geometry g: ConvGeometry) -> Tensor {
         let n = dy.shape[0]
         precondition(dy.count == n * g.outputSize && x.count == n * g.inputSize, "conv weight map: shapes do not match geometry")
@@ -274,6 +315,7 @@ public enum Convolution {
         var dw = Tensor(shape: [o, g.inChannels, g.kernelHeight, g.kernelWidth])
         if n == 0 { return dw }
         let pointwise = isPointwise(g)
+        let group = groupSize(g)
         let work = workPerSample(g), workers = workerCount(n, work: work)
         // Worker 0 accumulates into dw itself, the others into partial sums.
         var partials = [Float](repeating: 0, count: (workers - 1) * o * k)
@@ -282,17 +324,24 @@ public enum Convolution {
                 dw.storage.withUnsafeMutableBufferPointer { pdw in
                     partials.withUnsafeMutableBufferPointer { pp in
                         let (dys, xs, dws, ps) = (pdy.baseAddress!, px.baseAddress!, pdw.baseAddress!, pp.baseAddress)
-                        forEachWorker(n, work: work, scratchPerWorker: pointwise ? 0 : k * p) { worker, buffer, samples in
+                        let scratch = group == 1 ? (pointwise ? 0 : k * p) : (k + o) * group * p
+                        forEachWorker(n, work: work, scratchPerWorker: scratch) { worker, buffer, samples in
                             let acc = worker == 0 ? dws : ps! + (worker - 1) * o * k
-                            for s in samples {
-                                let input = xs + s * g.inputSize
-                                var col = UnsafePointer(input)
-                                if !pointwise {
+                            for first in stride(from: samples.lowerBound, to: samples.upperBound, by: group) {
+                                let count = min(group, samples.upperBound - first), columns = count * p
+                                let input = xs + first * g.inputSize
+                                var col = UnsafePointer(input), signal = dys + first * g.outputSize
+                                if count > 1 {
+                                    for j in 0..<count { im2col(input + j * g.inputSize, g, buffer + j * p, rowStride: columns) }
+                                    col = UnsafePointer(buffer)
+                                    gather(signal, rows: o, p: p, count: count, into: buffer + k * columns)
+                                    signal = UnsafePointer(buffer + k * columns)
+                                } else if !pointwise {
                                     im2col(input, g, buffer)
                                     col = UnsafePointer(buffer)
                                 }
-                                BLAS.serialGEMM(transposeA: false, transposeB: true, m: o, n: k, k: p, alpha: 1, a: dys + s * g.outputSize, lda: p,
-                                                b: col, ldb: p, beta: s == samples.lowerBound ? 0 : 1, c: acc, ldc: k)
+                                BLAS.serialGEMM(transposeA: false, transposeB: true, m: o, n: k, k: columns, alpha: 1, a: signal, lda: columns,
+                                                b: col, ldb: columns, beta: first == samples.lowerBound ? 0 : 1, c: acc, ldc: k)
                             }
                         }
                         for worker in 1..<max(1, workers) {

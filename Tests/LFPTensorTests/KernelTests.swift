@@ -138,6 +138,11 @@ func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: 
         // (the direct input map), rows wider than one 14-column tile, 3x3 with padding 1.
         Case(n: 3, c: 18, h: 9, w: 33, o: 17, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1, dh: 1, dw: 1),
         Case(n: 2, c: 16, h: 14, w: 14, o: 16, kh: 5, kw: 5, sh: 1, sw: 1, ph: 2, pw: 2, dh: 1, dw: 1),
+        // im2col groups: 400 positions put 2 samples per product, so 7 samples make groups of
+        // 2, 2, 2 and 1; a strided 1x1 projection (ResNet's downsample), 4 positions, 5 samples in one group.
+        Case(n: 7, c: 3, h: 20, w: 20, o: 4, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1, dh: 1, dw: 1),
+        Case(n: 5, c: 6, h: 4, w: 4, o: 70, kh: 1, kw: 1, sh: 2, sw: 2, ph: 0, pw: 0, dh: 1, dw: 1),
+        Case(n: 4, c: 5, h: 3, w: 3, o: 3, kh: 1, kw: 1, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1),
     ]
 
     @Test(arguments: cases)
