@@ -7,31 +7,39 @@ public enum ChannelKernels {
         return (shape[0], shape[1], shape.dropFirst(2).reduce(1, *))
     }
 
-    /// Mean and biased variance of every channel (two passes, accumulated in Double).
+    /// Mean and biased variance of every channel (two passes, accumulated in Double per plane;
+    /// channels split over the cores).
     public static func statistics(_ x: Tensor) -> (mean: [Float], variance: [Float]) {
         let (n, c, p) = layout(x.shape)
         var mean = [Float](repeating: 0, count: c), variance = [Float](repeating: 0, count: c)
         let count = Double(max(1, n * p))
-        x.storage.withUnsafeBufferPointer { px in
-            for ch in 0..<c {
-                var s = 0.0
-                for i in 0..<n {
-                    let base = (i * c + ch) * p
-                    var t: Float = 0
-                    for k in 0..<p { t += px[base + k] }
-                    s += Double(t)
+        x.storage.withUnsafeBufferPointer { px0 in
+            mean.withUnsafeMutableBufferPointer { pm0 in
+                variance.withUnsafeMutableBufferPointer { pv0 in
+                    let (px, pm, pv) = (px0.baseAddress, pm0.baseAddress!, pv0.baseAddress!)
+                    Parallel.chunks(c, costPerItem: 2 * n * p) { _, channels in
+                        guard let px else { return }
+                        for ch in channels {
+                            var s = 0.0
+                            for i in 0..<n {
+                                let plane = px + (i * c + ch) * p
+                                var t: Float = 0
+                                for k in 0..<p { t += plane[k] }
+                                s += Double(t)
+                            }
+                            let m = Float(s / count)
+                            var q = 0.0
+                            for i in 0..<n {
+                                let plane = px + (i * c + ch) * p
+                                var t: Float = 0
+                                for k in 0..<p { let d = plane[k] - m; t += d * d }
+                                q += Double(t)
+                            }
+                            pm[ch] = m
+                            pv[ch] = Float(q / count)
+                        }
+                    }
                 }
-                let m = s / count
-                var q = 0.0
-                for i in 0..<n {
-                    let base = (i * c + ch) * p
-                    var t: Float = 0
-                    let mf = Float(m)
-                    for k in 0..<p { let d = px[base + k] - mf; t += d * d }
-                    q += Double(t)
-                }
-                mean[ch] = Float(m)
-                variance[ch] = Float(q / count)
             }
         }
         return (mean, variance)
@@ -58,34 +66,34 @@ public enum ChannelKernels {
         return y
     }
 
-    /// `sum over batch and positions of x * y`, per channel (`y` nil: of `x`).
+    /// `sum over batch and positions of x * y`, per channel (`y` nil: of `x`); channels split
+    /// over the cores, each summed in Double per plane.
     public static func channelSums(_ x: Tensor, times y: Tensor? = nil) -> [Float] {
         let (n, c, p) = layout(x.shape)
         precondition(y == nil || y!.shape == x.shape, "channel sums: \(x.shape) and \(y!.shape) differ")
-        var sums = [Double](repeating: 0, count: c)
-        x.storage.withUnsafeBufferPointer { px in
-            if let y {
-                y.storage.withUnsafeBufferPointer { py in
-                    for i in 0..<n {
-                        for ch in 0..<c {
-                            let base = (i * c + ch) * p
-                            var t: Float = 0
-                            for k in 0..<p { t += px[base + k] * py[base + k] }
-                            sums[ch] += Double(t)
+        var sums = [Float](repeating: 0, count: c)
+        let other = y ?? x
+        x.storage.withUnsafeBufferPointer { px0 in
+            other.storage.withUnsafeBufferPointer { py0 in
+                sums.withUnsafeMutableBufferPointer { ps0 in
+                    let (px, py, ps) = (px0.baseAddress, py0.baseAddress, ps0.baseAddress!)
+                    let product = y != nil
+                    Parallel.chunks(c, costPerItem: n * p) { _, channels in
+                        guard let px, let py else { return }
+                        for ch in channels {
+                            var total = 0.0
+                            for i in 0..<n {
+                                let a = px + (i * c + ch) * p, b = py + (i * c + ch) * p
+                                var t: Float = 0
+                                if product { for k in 0..<p { t += a[k] * b[k] } } else { for k in 0..<p { t += a[k] } }
+                                total += Double(t)
+                            }
+                            ps[ch] = Float(total)
                         }
-                    }
-                }
-            } else {
-                for i in 0..<n {
-                    for ch in 0..<c {
-                        let base = (i * c + ch) * p
-                        var t: Float = 0
-                        for k in 0..<p { t += px[base + k] }
-                        sums[ch] += Double(t)
                     }
                 }
             }
         }
-        return sums.map { Float($0) }
+        return sums
     }
 }
