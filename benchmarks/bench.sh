@@ -27,18 +27,21 @@ torch=0
 if [ -x "$PYTHON" ] && "$PYTHON" -c 'import torch' 2>/dev/null; then torch=1; else
   echo "bench.sh: no PyTorch at $PYTHON (set PYTHON=...): timing our steps only" >&2
 fi
-models=(mlp3072 lenet3x32 lenet1x28)
-total=$((ROUNDS * ${#models[@]} * 2)); done_runs=0; started=$(date +%s)
+# model:batch[:steps:warmup] (the ResNets at batch 32; ResNet-18 and ViT-Tiny on 224x224 inputs
+# at 16 with fewer steps: about a second per step).
+configs=(mlp3072:32 mlp3072:256 lenet3x32:32 lenet3x32:256 lenet1x28:32 lenet1x28:256
+         cifar-resnet:32 resnet18:32 "resnet18-224:16:3:2" "vit-tiny:16:3:2")
+total=$((ROUNDS * ${#configs[@]})); done_runs=0; started=$(date +%s)
 for round in $(seq "$ROUNDS"); do
-  for model in "${models[@]}"; do
-    for batch in 32 256; do
-      "$LFP" bench step --model "$model" --batch "$batch" --method lfp,gradient --steps "$STEPS" --threads "$THREADS" --json >> "$raw"
-      if [ "$torch" = 1 ]; then
-        "$PYTHON" benchmarks/torch_step.py --model "$model" --batch "$batch" --steps "$STEPS" --threads "$THREADS" >> "$raw"
-      fi
-      done_runs=$((done_runs + 1)); elapsed=$(( $(date +%s) - started ))
-      echo "round $round/$ROUNDS $model batch $batch  [$done_runs/$total, ${elapsed}s, ETA $(( elapsed * (total - done_runs) / done_runs ))s]" >&2
-    done
+  for config in "${configs[@]}"; do
+    IFS=: read -r model batch steps warmup <<< "$config"
+    steps=${steps:-$STEPS}; warmup=${warmup:-5}
+    "$LFP" bench step --model "$model" --batch "$batch" --method lfp,gradient --steps "$steps" --warmup "$warmup" --threads "$THREADS" --json >> "$raw"
+    if [ "$torch" = 1 ]; then
+      "$PYTHON" benchmarks/torch_step.py --model "$model" --batch "$batch" --steps "$steps" --warmup "$warmup" --threads "$THREADS" >> "$raw"
+    fi
+    done_runs=$((done_runs + 1)); elapsed=$(( $(date +%s) - started ))
+    echo "round $round/$ROUNDS $model batch $batch  [$done_runs/$total, ${elapsed}s, ETA $(( elapsed * (total - done_runs) / done_runs ))s]" >&2
   done
 done
 doctor=$("$LFP" doctor --threads "$THREADS")

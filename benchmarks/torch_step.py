@@ -52,6 +52,41 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+class ViT(nn.Module):
+    """timm's VisionTransformer layout (pre-norm blocks, fused qkv, exact GELU, LayerNorm eps 1e-6,
+    class token, learned positions), the model of `lfp bench step --model vit-tiny`."""
+
+    def __init__(self, dim=192, depth=12, heads=3, patch=16, image=224, classes=10):
+        super().__init__()
+        self.heads, self.scale = heads, (dim // heads) ** -0.5
+        self.patch_embed = nn.Conv2d(3, dim, patch, patch)
+        tokens = (image // patch) ** 2 + 1
+        self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 1e-6)
+        self.pos_embed = nn.Parameter(torch.randn(1, tokens, dim) * 0.02)
+        self.blocks = nn.ModuleList()
+        for _ in range(depth):
+            block = nn.Module()
+            block.norm1, block.norm2 = nn.LayerNorm(dim, eps=1e-6), nn.LayerNorm(dim, eps=1e-6)
+            block.qkv, block.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+            block.fc1, block.act, block.fc2 = nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim)
+            self.blocks.append(block)
+        self.norm, self.head = nn.LayerNorm(dim, eps=1e-6), nn.Linear(dim, classes)
+
+    def attention(self, b, x):
+        n, t, d = x.shape
+        q, k, v = b.qkv(x).reshape(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        a = ((q * self.scale) @ k.transpose(-2, -1)).softmax(-1)
+        return b.proj((a @ v).transpose(1, 2).reshape(n, t, d))
+
+    def forward(self, x):
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1) + self.pos_embed
+        for b in self.blocks:
+            x = x + self.attention(b, b.norm1(x))
+            x = x + b.fc2(b.act(b.fc1(b.norm2(x))))
+        return self.head(self.norm(x)[:, 0])
+
+
 def basic_block():
     try:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -64,6 +99,8 @@ def basic_block():
 
 
 def make_model(name):
+    if name == "vit-tiny":
+        return ViT(), (3, 224, 224)
     if name == "cifar-resnet":
         return ResNet(basic_block(), [2, 2, 2, 2], [16, 32, 64, 128], "cifar"), (3, 32, 32)
     if name in ("resnet18", "resnet18-224"):
@@ -81,7 +118,7 @@ def make_model(name):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--model", required=True, choices=["mlp3072", "lenet3x32", "lenet1x28", "cifar-resnet", "resnet18", "resnet18-224"])
+    p.add_argument("--model", required=True, choices=["mlp3072", "lenet3x32", "lenet1x28", "cifar-resnet", "resnet18", "resnet18-224", "vit-tiny"])
     p.add_argument("--batch", type=int, required=True)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
@@ -105,13 +142,21 @@ def main():
     try:
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import lfp_compat  # noqa: F401  (lfprop 1.0.0 against lxt 2.1)
-        from lfprop.propagation import propagator_lxt
+        from lfprop.propagation import propagator_lxt, propagator_vit
         from lfprop.rewards import reward_functions as rewards
 
         lfp_model, _ = make_model(args.model)
         lfp_model.load_state_dict(model.state_dict())
         lfp_opt = torch.optim.SGD(lfp_model.parameters(), lr=1e-4, momentum=0.9)
-        composite = propagator_lxt.LFPEpsilonComposite()
+        if args.model.startswith("vit"):
+            # The reference's ViT composite (epsilon 1). Its function rules (add, matmul, softmax,
+            # div) need a traced graph that lfprop discards (scripts/reference/VIT-NOTES.md, a):
+            # without them the feedback is bitwise the same and no tracer is needed.
+            composite = propagator_vit.LFPEpsilonComposite()
+            for key in [k for k in composite.layer_map if getattr(k, "__name__", "") in ("add", "truediv", "matmul", "softmax")]:
+                del composite.layer_map[key]
+        else:
+            composite = propagator_lxt.LFPEpsilonComposite()
         reward_fn = rewards.SoftmaxLossReward(torch.device("cpu"))
 
         def reference_lfp_step():
@@ -123,7 +168,9 @@ def main():
                 reward = reward_fn(out, labels).detach()
                 torch.autograd.grad((out,), (inp,), grad_outputs=(reward,))
             for param in lfp_model.parameters():
-                param.grad = -param.feedback
+                # (a ViT's class token and positions get no feedback in the reference)
+                feedback = getattr(param, "feedback", None)
+                param.grad = None if feedback is None else -feedback
             lfp_opt.step()
 
         methods["reference-lfp"] = reference_lfp_step

@@ -28,6 +28,7 @@ struct Evaluate: ParsableCommand {
             options.model = model ?? meta["lfp.model"] ?? "lenet"
             options.activation = meta["lfp.activation"] ?? "relu"
             options.width = meta["lfp.width"].flatMap(Float.init) ?? 1
+            options.patch = meta["lfp.patch"].flatMap(Int.init) ?? options.patch
             options.noise = meta["lfp.noise"].flatMap(Float.init) ?? 0
             options.timesteps = meta["lfp.timesteps"].flatMap(Int.init) ?? options.timesteps
             options.beta = meta["lfp.beta"].flatMap(Float.init) ?? options.beta

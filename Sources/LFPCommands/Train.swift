@@ -11,7 +11,8 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Model: \(ModelOptions.allModelNames.joined(separator: ", ")).") var model = "lenet"
     @Option(help: "Activation: relu, step, sigmoid, tanh, silu, elu, leaky-relu.") var activation = "relu"
     @Option(help: "Dropout after hidden dense layers (the paper's mlp/lenet use 0.5).") var dropout: Float = 0
-    @Option(help: "Width multiplier for vgg16 / vgg-like.") var width: Float = 1
+    @Option(help: "Width multiplier for vgg16 / vgg-like, the ResNets and the ViTs.") var width: Float = 1
+    @Option(help: "ViT patch size.") var patch = 16
     @Option(help: "Gaussian noise (std) added in training before every Linear/Conv2d layer (the paper uses 0.1 for step networks; default 0).") var noise: Float?
     @Option(help: "Spiking models: time steps per input.") var timesteps = 15
     @Option(help: "Spiking models: membrane decay beta.") var beta: Float = 0.9
@@ -50,16 +51,18 @@ struct ModelOptions: ParsableArguments {
         _ = try parsedActivation()
         guard dropout >= 0 && dropout < 1 else { throw ValidationError("--dropout must be in [0, 1), got \(dropout)") }
         guard width > 0 else { throw ValidationError("--width must be positive") }
+        guard patch >= 1 else { throw ValidationError("--patch must be at least 1") }
         if let noise, !(noise >= 0 && noise.isFinite) { throw ValidationError("--noise must be a non-negative number, got \(noise)") }
     }
 
     func build(inputShape: [Int], classes: Int, seed: UInt64) throws -> Sequential {
         try ModelZoo.make(model, .init(inputShape: inputShape, classes: classes, activation: try parsedActivation(),
-                                       dropout: dropout, width: width, noise: noise ?? 0), seed: seed)
+                                       dropout: dropout, width: width, noise: noise ?? 0, patch: patch), seed: seed)
     }
 
     var metadata: [String: String] {
         ["lfp.model": model, "lfp.activation": activation, "lfp.dropout": "\(dropout)", "lfp.width": "\(width)", "lfp.noise": "\(noise ?? 0)",
+         "lfp.patch": "\(patch)",
          "lfp.timesteps": "\(timesteps)", "lfp.beta": "\(beta)", "lfp.threshold": "\(threshold)", "lfp.reset": reset]
     }
 }
@@ -117,7 +120,8 @@ struct Train: ParsableCommand {
         guard method != "gradient", let activation = try? modelOptions.parsedActivation() else { return .standard }
         return .lfp(for: activation)
     }
-    var composite: String { compositeOption ?? recipe.composite }
+    /// The ViTs default to epsilon 1, the reference's ViT composite (VIT-NOTES.md).
+    var composite: String { compositeOption ?? (modelOptions.model.lowercased().hasPrefix("vit") ? "epsilon:1" : recipe.composite) }
     var feedback: String { feedbackOption ?? recipe.feedback }
     var optimizer: String { optimizerOption ?? recipe.optimizer }
     var batchSize: Int { batchSizeOption ?? recipe.batchSize }
@@ -128,7 +132,7 @@ struct Train: ParsableCommand {
     var arguments: [String] {
         var a = ["--model", modelOptions.model, "--activation", modelOptions.activation, "--dropout", "\(modelOptions.dropout)",
                  "--noise", "\(modelOptions.noise ?? recipe.noise)",
-                 "--width", "\(modelOptions.width)", "--dataset", dataset, "--method", method, "--pretrain-steps", "\(pretrainSteps)",
+                 "--width", "\(modelOptions.width)", "--patch", "\(modelOptions.patch)", "--dataset", dataset, "--method", method, "--pretrain-steps", "\(pretrainSteps)",
                  "--composite", composite, "--feedback", feedback, "--reduction", reduction, "--optimizer", optimizer,
                  "--momentum", "\(momentum)", "--weight-decay", "\(weightDecay)", "--schedule", schedule,
                  "--epochs", "\(epochs)", "--batch-size", "\(batchSize)", "--seed", "\(seed)"]

@@ -27,13 +27,13 @@ import LFPTensor
     /// `ours` within `tolerance * max(1, max|ref|)` of the reference (the issue's criterion) and
     /// within `tolerance * max|ref|` (relative to the tensor's own scale, which catches errors in
     /// small tensors the first criterion would let through).
-    static func expectMatch(_ ours: Tensor?, _ ref: TensorRecord, _ what: String, tolerance: Double = 1e-4,
+    static func expectMatch(_ ours: Tensor?, _ ref: TensorRecord, _ what: String, tolerance: Double = 1e-4, relative: Bool = false,
                             sourceLocation: SourceLocation = #_sourceLocation) {
         guard let ours else { Issue.record("\(what): missing", sourceLocation: sourceLocation); return }
         #expect(ours.shape == ref.shape, "\(what): shape \(ours.shape) vs \(ref.shape)", sourceLocation: sourceLocation)
         let scale = ref.values.map { Double(abs($0)) }.max() ?? 0
         let worst = zip(ours.storage, ref.values).map { abs(Double($0) - Double($1)) }.max() ?? 0
-        #expect(worst <= tolerance * max(1, scale) && worst <= tolerance * scale + 1e-9,
+        #expect(worst <= tolerance * max(1, scale) && worst <= tolerance * scale + (relative ? 0 : 1e-9),
                 "\(what): max error \(worst), reference max \(scale)", sourceLocation: sourceLocation)
     }
 
@@ -89,5 +89,38 @@ import LFPTensor
             checked += 1
         }
         #expect(checked > 0, "LFP_TORCHVISION_DIR=\(dir) holds no resnet18/34/50.safetensors")
+    }
+
+    /// The reference's LFP on a tiny ViT in timm's layout (`scripts/reference/vit_fixtures.py`;
+    /// VIT-NOTES.md): the ViT composite's epsilon is 1; Linear, the patch convolution and
+    /// LayerNorm take the rule, attention's products and softmax and the residual adds pass the
+    /// feedback as the gradient, the class token and positions get none. Per tensor within
+    /// `1e-4 * max|ref|` (the feedback of the patch convolution is 2.5e-4 at most).
+    @Test func matchesReferenceOnViT() throws {
+        let file = try Self.load("vit_eval")
+        var model = VisionTransformer.make(inputShape: [3, 8, 8], patch: 4, dimension: 8, depth: 2, heads: 2, classes: 10, seed: 0)
+        #expect(Set(file.keys.filter { $0.hasPrefix("state.") }.map { String($0.dropFirst(6)) }) == Set(model.stateDict.map(\.name)))
+        for (key, record) in file where key.hasPrefix("state.") {
+            let param = String(key.dropFirst("state.".count))
+            #expect(model.parameter(param)?.shape == record.shape, "\(param)")
+            model.setParameter(param, Self.tensor(record))
+        }
+        let x = Self.tensor(try #require(file["input"]))
+        let labels = try #require(file["labels"]).values.map { Int($0) }
+        let lfp = Dictionary(uniqueKeysWithValues: try Inspection.propagate(
+            model: model, input: x, labels: labels, method: .lfp, composite: .uniform(.epsilon(1)), feedback: .softmax, training: false)
+            .map { ($0.name, $0.value) })
+        Self.expectMatch(lfp["logits"], try #require(file["logits"]), "vit logits")
+        Self.expectMatch(lfp["reward"], try #require(file["reward"]), "vit reward")
+        let feedbackNames = file.keys.filter { $0.hasPrefix("feedback.") }.sorted()
+        #expect(feedbackNames.count == model.namedParameters.count - 2)
+        #expect(lfp["feedback.cls_token"] == nil && lfp["feedback.pos_embed"] == nil)
+        for key in feedbackNames { Self.expectMatch(lfp[key], file[key]!, "vit \(key)", relative: true) }
+        let gradient = Dictionary(uniqueKeysWithValues: try Inspection.propagate(
+            model: model, input: x, labels: labels, method: .gradient, composite: .uniform(.epsilon(1)), feedback: .softmax, training: false)
+            .map { ($0.name, $0.value) })
+        let gradientNames = file.keys.filter { $0.hasPrefix("gradient.") }.sorted()
+        #expect(gradientNames.count == model.namedParameters.count)
+        for key in gradientNames { Self.expectMatch(gradient[key], file[key]!, "vit \(key)", relative: true) }
     }
 }

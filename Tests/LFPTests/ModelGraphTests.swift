@@ -213,4 +213,59 @@ import LFPTensor
         let expectedInput = zip(x.storage, grads.input!.storage).map { Double($0) * -Double($1) }
         expectClose(lfp.input!.storage, expectedInput, tolerance: 1e-4, "input (training \(training))")
     }
+
+    /// A small ViT (patch convolution, class token and positions, LayerNorm, attention, GELU,
+    /// residual adds, class-token pooling): parameter and input gradients against central
+    /// differences, with every parameter drawn at a scale where each part matters.
+    @Test func vitGradientMatchesFiniteDifferences() throws {
+        var model = VisionTransformer.make(inputShape: [2, 6, 6], patch: 3, dimension: 4, depth: 1, heads: 2, classes: 3, seed: 31)
+        var rng = SeededRandom(seed: 32)
+        for (name, p) in model.namedParameters {
+            model.setParameter(name, Tensor(shape: p.shape, storage: (0..<p.count).map { _ in rng.uniform(-0.8, 0.8) }))
+        }
+        let x = Tensor.normal([2, 2, 6, 6], rng: &rng)
+        let r = Tensor.normal(try model.outputShape(input: x.shape), rng: &rng)
+        func loss(_ m: Sequential, _ input: Tensor) -> Double {
+            zip(m(input).storage, r.storage).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+        }
+        var traceRng = SeededRandom(seed: 0)
+        let trace = model.trace(x, training: false, rng: &traceRng)
+        let signals = Backpropagation.gradients(model: model, trace: trace, outputGradient: r, computeInputGradient: true)
+        #expect(Set(signals.parameters.keys) == Set(model.parameterNames))
+        let h: Float = 1e-2
+        var numeric = [Double](repeating: 0, count: x.count)
+        for i in 0..<x.count {
+            var xp = x, xm = x
+            xp.storage[i] += h; xm.storage[i] -= h
+            numeric[i] = (loss(model, xp) - loss(model, xm)) / Double(2 * h)
+        }
+        expectClose(signals.input!.storage, numeric, tolerance: 3e-3, "ViT input gradient")
+        for (name, p) in model.namedParameters {
+            var numericP = [Double](repeating: 0, count: p.count)
+            for i in 0..<p.count {
+                var mp = model, mm = model
+                var pp = p, pm = p
+                pp.storage[i] += h; pm.storage[i] -= h
+                mp.setParameter(name, pp); mm.setParameter(name, pm)
+                numericP[i] = (loss(mp, x) - loss(mm, x)) / Double(2 * h)
+            }
+            expectClose(signals.parameters[name]!.storage, numericP, tolerance: 3e-3, "ViT \(name)")
+        }
+    }
+
+    /// timm's names and sizes: vit_tiny_patch16_224 has 5,717,416 parameters at 1000 classes,
+    /// vit_small 22,050,664 (vit_base, 86,567,656, is left out: building it takes 10 s in a debug build).
+    @Test func vitsHaveTimmNamesAndSizes() throws {
+        let config = ModelZoo.Configuration(inputShape: [3, 224, 224], classes: 1000)
+        let tiny = try ModelZoo.make("vit-tiny", config, seed: 0)
+        #expect(tiny.parameterCount == 5_717_416)
+        let names = Set(tiny.parameterNames)
+        for name in ["cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.norm1.weight", "blocks.0.attn.qkv.weight",
+                     "blocks.0.attn.proj.bias", "blocks.11.mlp.fc2.weight", "norm.bias", "head.weight"] {
+            #expect(names.contains(name), "\(name)")
+        }
+        #expect(tiny.parameter("pos_embed")?.shape == [1, 197, 192] && tiny.parameter("blocks.3.attn.qkv.weight")?.shape == [576, 192])
+        #expect(try tiny.outputShape(input: [2, 3, 224, 224]) == [2, 1000])
+        #expect(try ModelZoo.make("vit-small", config, seed: 0).parameterCount == 22_050_664)
+    }
 }

@@ -46,28 +46,44 @@ public enum Backpropagation {
             let input = trace.inputs[index]
             if index < lowest && !computeInput { break }  // nothing below needs the signal
             let needInput = index > lowest || computeInput
-            let name = prefix + model.name(of: index)
+            let name = Sequential.join(prefix, model.name(of: index))
             switch layer {
             case .linear, .conv2d, .avgPool2d, .adaptiveAvgPool2d:
                 let map = AffineMap(layer, inputShape: input.shape)!
-                if let dw = map.weightMap(g, input: input) { grads[name + ".weight"] = dw }
-                if map.bias != nil { grads[name + ".bias"] = map.biasMap(g) }
+                if let dw = map.weightMap(g, input: input) { grads[Sequential.join(name, "weight")] = dw }
+                if map.bias != nil { grads[Sequential.join(name, "bias")] = map.biasMap(g) }
                 if needInput { g = map.transpose(g, .plain) }
             case .batchNorm(let b):
                 let (dx, dGamma, dBeta) = b.backward(g, input: input, trace.normalization[index]!, needInput: needInput)
-                grads[name + ".weight"] = dGamma
-                grads[name + ".bias"] = dBeta
+                grads[Sequential.join(name, "weight")] = dGamma
+                grads[Sequential.join(name, "bias")] = dBeta
                 if let dx { g = dx }
             case .sequential(let s):
-                g = backward(s, trace: trace.children[index]![0], gradient: g, prefix: name + ".", computeInput: needInput, into: &grads)
+                g = backward(s, trace: trace.children[index]![0], gradient: g, prefix: name, computeInput: needInput, into: &grads)
             case .residual(let r):
                 let children = trace.children[index]!
                 if let a = r.activation { a.multiplyByDerivative(&g, input: trace.residualSums[index]!, output: trace.outputs[index]) }
-                let fromMain = backward(r.main, trace: children[0], gradient: g, prefix: name + ".", computeInput: needInput, into: &grads)
+                let fromMain = backward(r.main, trace: children[0], gradient: g, prefix: name, computeInput: needInput, into: &grads)
                 let fromShortcut = r.shortcut.map {
-                    backward($0, trace: children[1], gradient: g, prefix: name + ".", computeInput: needInput, into: &grads)
+                    backward($0, trace: children[1], gradient: g, prefix: name, computeInput: needInput, into: &grads)
                 } ?? g
                 if needInput { g = fromMain + fromShortcut }
+            case .layerNorm(let l):
+                let (dx, dGamma, dBeta) = l.backward(g, input: input, trace.layerNormalization[index]!, needInput: needInput)
+                grads[Sequential.join(name, "weight")] = dGamma
+                grads[Sequential.join(name, "bias")] = dBeta
+                if let dx { g = dx }
+            case .attention(let a):
+                let (dx, params) = a.backward(g, input: input, record: trace.attention[index]!, needInput: needInput)
+                for (local, value) in params { grads[Sequential.join(name, local)] = value }
+                if let dx { g = dx }
+            case .tokens(let t):
+                let (dx, dCls, dPos) = t.backward(g, input: input, needInput: needInput)
+                grads[Sequential.join(name, "cls_token")] = dCls
+                grads[Sequential.join(name, "pos_embed")] = dPos
+                if let dx { g = dx }
+            case .classToken:
+                g = TokenEmbedding.atFirstToken(g, shape: input.shape)
             case .maxPool2d(let p):
                 if needInput {
                     g = Pooling.maxBackward(g, argmax: trace.maxPoolArgmax[index]!, inputShape: input.shape,

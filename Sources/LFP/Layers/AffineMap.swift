@@ -100,5 +100,8 @@ struct AffineMap {
     }
 
     /// Sum of `S` over the batch (and positions): bias-shaped.
-    func biasMap(_ s: Tensor) -> Tensor { Kernels.biasSum(s) }
+    func biasMap(_ s: Tensor) -> Tensor {
+        if case .linear = kind { return Kernels.rowSum(s) }
+        return Kernels.biasSum(s)
+    }
 }

@@ -2,15 +2,24 @@ import LFPTensor
 
 /// Dense-layer kernels shared by the forward pass, back-propagation and LFP.
 enum Kernels {
-    /// `Z = A W^T + b`: A `[N, I]`, W `[O, I]` -> `[N, O]`.
+    /// `Z = A W^T + b`: A `[..., I]`, W `[O, I]` -> `[..., O]` (every leading dimension is a row:
+    /// `[N, I]`, or the tokens of a transformer `[N, T, I]`).
     static func linearForward(_ a: Tensor, weight w: Tensor, bias: Tensor?) -> Tensor {
-        let n = a.shape[0], o = w.shape[0], i = w.shape[1]
-        precondition(a.rank == 2 && a.shape[1] == i, "Linear expects [N, \(i)], got \(a.shape)")
+        let o = w.shape[0], i = w.shape[1]
+        precondition(a.rank >= 2 && a.shape.last == i, "Linear expects [N, ..., \(i)], got \(a.shape)")
+        let n = a.count / max(1, i)
+        let shape = a.shape.dropLast() + [o]
         // Every element is written: by the bias fill below, or by the GEMM with beta = 0.
-        var z = bias != nil || i > 0 ? Tensor(uninitializedShape: [n, o]) : Tensor(shape: [n, o])
+        var z = bias != nil || i > 0 ? Tensor(uninitializedShape: Array(shape)) : Tensor(shape: Array(shape))
         if let bias {
             z.storage.withUnsafeMutableBufferPointer { pz in
-                for r in 0..<n { for c in 0..<o { pz[r * o + c] = bias.storage[c] } }
+                bias.storage.withUnsafeBufferPointer { pb in
+                    let (dst, b) = (pz.baseAddress, pb.baseAddress)
+                    Parallel.chunks(n, costPerItem: o) { _, rows in
+                        guard let dst, let b else { return }
+                        for r in rows { (dst + r * o).update(from: b, count: o) }
+                    }
+                }
             }
         }
         if n == 0 || o == 0 { return z }
@@ -26,14 +35,25 @@ enum Kernels {
         return z
     }
 
-    /// `S W`: S `[N, O]`, W `[O, I]` -> `[N, I]` (the input map of a Linear layer).
+    /// `S W`: S `[..., O]`, W `[O, I]` -> `[..., I]` (the input map of a Linear layer).
     static func linearBackwardInput(_ s: Tensor, weight w: Tensor) -> Tensor {
-        Tensor.matmul(s, w)
+        if s.rank == 2 { return Tensor.matmul(s, w) }
+        let o = w.shape[0]
+        return Tensor.matmul(s.reshaped([s.count / max(1, o), o]), w).reshaped(Array(s.shape.dropLast()) + [w.shape[1]])
     }
 
-    /// `S^T A`: S `[N, O]`, A `[N, I]` -> `[O, I]` (the weight map of a Linear layer).
+    /// `S^T A`: S `[..., O]`, A `[..., I]` -> `[O, I]`, summed over every leading dimension
+    /// (the weight map of a Linear layer).
     static func linearBackwardWeight(_ s: Tensor, input a: Tensor) -> Tensor {
-        Tensor.matmul(s, transposeA: true, a)
+        if s.rank == 2 { return Tensor.matmul(s, transposeA: true, a) }
+        let o = s.shape.last!, i = a.shape.last!
+        return Tensor.matmul(s.reshaped([s.count / max(1, o), o]), transposeA: true, a.reshaped([a.count / max(1, i), i]))
+    }
+
+    /// Sum over every leading dimension of `[..., O]` -> `[O]` (the bias map of a Linear layer).
+    static func rowSum(_ s: Tensor) -> Tensor {
+        let o = s.shape.last ?? 0, n = s.count / max(1, o)
+        return s.storage.withUnsafeBufferPointer { Tensor(shape: [o], storage: Tensor.columnSums($0, rows: n, cols: o)) }
     }
 
     /// Sum over the batch of `[N, O]` -> `[O]`.

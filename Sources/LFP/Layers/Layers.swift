@@ -12,6 +12,8 @@ public enum Activation: Sendable, Equatable, CustomStringConvertible {
     case elu(alpha: Float)
     /// Heaviside step `H(x) = 1 if x > 0 else 0`; its derivative is 0 (as in PyTorch).
     case step
+    /// GELU `x Phi(x)` with the exact normal CDF (PyTorch's default, `approximate='none'`).
+    case gelu
 
     public var description: String {
         switch self {
@@ -22,6 +24,7 @@ public enum Activation: Sendable, Equatable, CustomStringConvertible {
         case .silu: "SiLU"
         case .elu(let a): "ELU(\(a))"
         case .step: "Step"
+        case .gelu: "GELU"
         }
     }
 
@@ -32,7 +35,7 @@ public enum Activation: Sendable, Equatable, CustomStringConvertible {
     public var centre: Float {
         switch self {
         case .step, .sigmoid: 0.5
-        case .relu, .leakyReLU, .tanh, .silu, .elu: 0
+        case .relu, .leakyReLU, .tanh, .silu, .elu, .gelu: 0
         }
     }
 
@@ -46,6 +49,7 @@ public enum Activation: Sendable, Equatable, CustomStringConvertible {
         case .silu: return x / (1 + _exp(-x))
         case .elu(let a): return x > 0 ? x : a * (_exp(x) - 1)
         case .step: return x > 0 ? 1 : 0
+        case .gelu: return 0.5 * x * (1 + _erf(x * 0.70710678118654752))
         }
     }
 
@@ -111,12 +115,16 @@ public enum Activation: Sendable, Equatable, CustomStringConvertible {
             return s * (1 + x * (1 - s))
         case .elu(let a): return x > 0 ? 1 : y + a
         case .step: return 0
+        case .gelu:
+            // Phi(x) + x phi(x)
+            return 0.5 * (1 + _erf(x * 0.70710678118654752)) + x * 0.39894228040143268 * _exp(-0.5 * x * x)
         }
     }
 }
 
 @usableFromInline func _exp(_ x: Float) -> Float { Foundation.exp(x) }
 @usableFromInline func _tanh(_ x: Float) -> Float { Foundation.tanh(x) }
+@usableFromInline func _erf(_ x: Float) -> Float { Foundation.erf(x) }
 
 /// A fully connected layer `z = a W^T + b`, weight `[out, in]` (PyTorch layout).
 public struct Linear: Sendable, Equatable {
@@ -225,8 +233,18 @@ public enum Layer: Sendable, Equatable, CustomStringConvertible {
     case batchNorm(BatchNorm)
     /// A nested sequence of layers (PyTorch's `nn.Sequential` as a child, e.g. `layer1`).
     case sequential(Sequential)
-    /// A residual block: `activation(main(x) + shortcut(x))` (ResNet's BasicBlock, Bottleneck).
+    /// A residual block: `activation(main(x) + shortcut(x))` (ResNet's BasicBlock, Bottleneck,
+    /// a transformer block's two halves).
     case residual(Residual)
+    /// Layer normalisation over the last dimension.
+    case layerNorm(LayerNorm)
+    /// Multi-head self-attention on `[N, T, D]`.
+    case attention(MultiheadAttention)
+    /// A Vision Transformer's tokens: patch grid `[N, D, h, w]` to `[N, 1 + h*w, D]` with a class
+    /// token and position embeddings.
+    case tokens(TokenEmbedding)
+    /// The class token `[N, T, D] -> [N, D]` (token 0, as timm's `global_pool='token'`).
+    case classToken
     /// Flattens every dimension after the batch dimension.
     case flatten
     /// Zeroes each unit with probability `p` in training and scales the kept ones by `1/(1-p)`.
@@ -248,6 +266,10 @@ public enum Layer: Sendable, Equatable, CustomStringConvertible {
         case .batchNorm: .batchNorm
         case .sequential: .sequential
         case .residual: .residual
+        case .layerNorm: .layerNorm
+        case .attention: .attention
+        case .tokens: .tokens
+        case .classToken: .classToken
         case .flatten: .flatten
         case .dropout: .dropout
         case .gaussianNoise: .gaussianNoise
@@ -265,6 +287,10 @@ public enum Layer: Sendable, Equatable, CustomStringConvertible {
         case .batchNorm(let b): "BatchNorm(\(b.features))"
         case .sequential(let s): "Sequential(\(s.layers.count) layers)"
         case .residual(let r): "Residual(\(r.main.layers.count) layers\(r.shortcut == nil ? "" : ", projection shortcut"))"
+        case .layerNorm(let l): "LayerNorm(\(l.features))"
+        case .attention(let a): "MultiheadAttention(\(a.dimension), heads: \(a.heads))"
+        case .tokens(let t): "TokenEmbedding(\(t.tokens) tokens of \(t.dimension))"
+        case .classToken: "ClassToken"
         case .flatten: "Flatten"
         case .dropout(let p): "Dropout(\(p))"
         case .gaussianNoise(let s): "GaussianNoise(\(s))"
@@ -272,11 +298,12 @@ public enum Layer: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    /// True for layers that are affine maps of their input (Linear, Conv2d, the average pools,
-    /// BatchNorm): the layers LFP rules apply to.
+    /// True for the layers LFP rules apply to: affine maps of their input (Linear, Conv2d, the
+    /// average pools), the normalisations (BatchNorm, LayerNorm: the rule's quotient, then
+    /// gradient times input), and attention (the rule on its two projections).
     public var isAffine: Bool {
         switch kind {
-        case .linear, .conv2d, .avgPool2d, .adaptiveAvgPool2d, .batchNorm: true
+        case .linear, .conv2d, .avgPool2d, .adaptiveAvgPool2d, .batchNorm, .layerNorm, .attention: true
         default: false
         }
     }
@@ -291,6 +318,11 @@ public enum Layer: Sendable, Equatable, CustomStringConvertible {
         case .linear(let l): return [("weight", l.weight)] + (l.bias.map { [("bias", $0)] } ?? [])
         case .conv2d(let c): return [("weight", c.weight)] + (c.bias.map { [("bias", $0)] } ?? [])
         case .batchNorm(let b): return [("weight", b.weight), ("bias", b.bias)]
+        case .layerNorm(let l): return [("weight", l.weight), ("bias", l.bias)]
+        case .attention(let a):
+            return [("qkv.weight", a.qkv.weight)] + (a.qkv.bias.map { [("qkv.bias", $0)] } ?? [])
+                + [("proj.weight", a.proj.weight)] + (a.proj.bias.map { [("proj.bias", $0)] } ?? [])
+        case .tokens(let t): return [("cls_token", t.classToken), ("pos_embed", t.positions)]
         default: return []
         }
     }
@@ -316,6 +348,14 @@ public enum Layer: Sendable, Equatable, CustomStringConvertible {
         case (.batchNorm(var b), "running_mean"): b.runningMean = value; self = .batchNorm(b)
         case (.batchNorm(var b), "running_var"): b.runningVariance = value; self = .batchNorm(b)
         case (.batchNorm(var b), "num_batches_tracked"): b.batchesTracked = Int(value.storage.first ?? 0); self = .batchNorm(b)
+        case (.layerNorm(var l), "weight"): l.weight = value; self = .layerNorm(l)
+        case (.layerNorm(var l), "bias"): l.bias = value; self = .layerNorm(l)
+        case (.attention(var a), "qkv.weight"): a.qkv.weight = value; self = .attention(a)
+        case (.attention(var a), "qkv.bias"): a.qkv.bias = value; self = .attention(a)
+        case (.attention(var a), "proj.weight"): a.proj.weight = value; self = .attention(a)
+        case (.attention(var a), "proj.bias"): a.proj.bias = value; self = .attention(a)
+        case (.tokens(var t), "cls_token"): t.classToken = value; self = .tokens(t)
+        case (.tokens(var t), "pos_embed"): t.positions = value; self = .tokens(t)
         default: preconditionFailure("layer \(self) has no parameter \(local)")
         }
     }
@@ -324,6 +364,7 @@ public enum Layer: Sendable, Equatable, CustomStringConvertible {
 /// The kinds of layer, used by composites to select rules.
 public enum LayerKind: String, Sendable, CaseIterable, CustomStringConvertible {
     case linear, conv2d, maxPool2d, avgPool2d, adaptiveAvgPool2d, batchNorm, sequential, residual
+    case layerNorm, attention, tokens, classToken
     case flatten, dropout, gaussianNoise, activation
     public var description: String { rawValue }
 }

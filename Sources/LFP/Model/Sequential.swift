@@ -20,6 +20,10 @@ public struct Trace: Sendable {
     public var children: [Int: [Trace]] = [:]
     /// A residual block's sum `main(x) + shortcut(x)` before its activation, by layer index.
     public var residualSums: [Int: Tensor] = [:]
+    /// The row statistics of each LayerNorm, by layer index.
+    public var layerNormalization: [Int: LayerNorm.Statistics] = [:]
+    /// What each attention layer computed inside (q, k, v, attention weights, context), by index.
+    public var attention: [Int: MultiheadAttention.Record] = [:]
 
     /// The model's output (the logits).
     public var output: Tensor { outputs.last ?? inputs.first ?? Tensor(shape: [0]) }
@@ -53,6 +57,17 @@ public struct Sequential: Sendable, Equatable {
         return Self.parameterName(layer: index, "").dropLast().description
     }
 
+    /// `a.b`, or either alone when the other is empty (a child with an empty name puts its
+    /// parameters at its parent's level, as timm's `cls_token`).
+    public static func join(_ a: String, _ b: String) -> String { a.isEmpty ? b : (b.isEmpty ? a : a + "." + b) }
+
+    /// The rest of `name` below the child named `child` (nil when it is not below it).
+    static func remainder(of name: String, after child: String) -> String? {
+        if child.isEmpty { return name }
+        guard name.hasPrefix(child + ".") else { return nil }
+        return String(name.dropFirst(child.count + 1))
+    }
+
     /// The dotted name of a parameter of child `layer` of a default-named sequence.
     public static func parameterName(layer: Int, _ local: String) -> String { "layers.\(layer).\(local)" }
 
@@ -68,15 +83,15 @@ public struct Sequential: Sendable, Equatable {
     private func named(parameters: Bool = true, buffers: Bool = true, prefix: String = "") -> [(name: String, value: Tensor)] {
         var result: [(name: String, value: Tensor)] = []
         for (index, layer) in layers.enumerated() {
-            let name = prefix + self.name(of: index)
+            let name = Sequential.join(prefix, self.name(of: index))
             switch layer {
-            case .sequential(let s): result += s.named(parameters: parameters, buffers: buffers, prefix: name + ".")
+            case .sequential(let s): result += s.named(parameters: parameters, buffers: buffers, prefix: name)
             case .residual(let r):
-                result += r.main.named(parameters: parameters, buffers: buffers, prefix: name + ".")
-                if let s = r.shortcut { result += s.named(parameters: parameters, buffers: buffers, prefix: name + ".") }
+                result += r.main.named(parameters: parameters, buffers: buffers, prefix: name)
+                if let s = r.shortcut { result += s.named(parameters: parameters, buffers: buffers, prefix: name) }
             default:
-                if parameters { result += layer.parameters.map { (name + "." + $0.name, $0.value) } }
-                if buffers { result += layer.buffers.map { (name + "." + $0.name, $0.value) } }
+                if parameters { result += layer.parameters.map { (Sequential.join(name, $0.name), $0.value) } }
+                if buffers { result += layer.buffers.map { (Sequential.join(name, $0.name), $0.value) } }
             }
         }
         return result
@@ -95,12 +110,12 @@ public struct Sequential: Sendable, Equatable {
     private func leaves(prefix: String) -> [(path: String, layer: Layer)] {
         var result: [(path: String, layer: Layer)] = []
         for (index, layer) in layers.enumerated() {
-            let name = prefix + self.name(of: index)
+            let name = Sequential.join(prefix, self.name(of: index))
             switch layer {
-            case .sequential(let s): result += s.leaves(prefix: name + ".")
+            case .sequential(let s): result += s.leaves(prefix: name)
             case .residual(let r):
-                result += r.main.leaves(prefix: name + ".")
-                if let s = r.shortcut { result += s.leaves(prefix: name + ".") }
+                result += r.main.leaves(prefix: name)
+                if let s = r.shortcut { result += s.leaves(prefix: name) }
             default: result.append((name, layer))
             }
         }
@@ -110,9 +125,7 @@ public struct Sequential: Sendable, Equatable {
     /// A parameter or buffer by dotted name (nil when there is none).
     public func parameter(_ name: String) -> Tensor? {
         for (index, layer) in layers.enumerated() {
-            let prefix = self.name(of: index) + "."
-            guard name.hasPrefix(prefix) else { continue }
-            let rest = String(name.dropFirst(prefix.count))
+            guard let rest = Self.remainder(of: name, after: self.name(of: index)) else { continue }
             switch layer {
             case .sequential(let s): if let t = s.parameter(rest) { return t }
             case .residual(let r): if let t = r.main.parameter(rest) ?? r.shortcut?.parameter(rest) { return t }
@@ -131,9 +144,7 @@ public struct Sequential: Sendable, Equatable {
 
     private mutating func replace(_ name: String, _ value: Tensor) -> Bool {
         for index in layers.indices {
-            let prefix = self.name(of: index) + "."
-            guard name.hasPrefix(prefix) else { continue }
-            let rest = String(name.dropFirst(prefix.count))
+            guard let rest = Self.remainder(of: name, after: self.name(of: index)) else { continue }
             switch layers[index] {
             case .sequential(var s):
                 if s.replace(rest, value) { layers[index] = .sequential(s); return true }
@@ -158,7 +169,7 @@ public struct Sequential: Sendable, Equatable {
 
     private mutating func updateParameters(prefix: String, _ update: (String, inout Tensor) -> Void) {
         for index in layers.indices {
-            let name = prefix + self.name(of: index)
+            let name = Sequential.join(prefix, self.name(of: index))
             // Take the layer out of the model so that each tensor is uniquely referenced and
             // `update` mutates it in place. The payload is bound in an `if case` whose copy of
             // the enum ends with the statement; binding it in a `switch` case kept that copy
@@ -169,35 +180,58 @@ public struct Sequential: Sendable, Equatable {
                 var l: Linear
                 if case .linear(let payload) = layers[index] { l = payload } else { continue }
                 layers[index] = .flatten
-                update(name + ".weight", &l.weight)
-                if l.bias != nil { update(name + ".bias", &l.bias!) }
+                update(Sequential.join(name, "weight"), &l.weight)
+                if l.bias != nil { update(Sequential.join(name, "bias"), &l.bias!) }
                 layers[index] = .linear(l)
             case .conv2d:
                 var c: Conv2d
                 if case .conv2d(let payload) = layers[index] { c = payload } else { continue }
                 layers[index] = .flatten
-                update(name + ".weight", &c.weight)
-                if c.bias != nil { update(name + ".bias", &c.bias!) }
+                update(Sequential.join(name, "weight"), &c.weight)
+                if c.bias != nil { update(Sequential.join(name, "bias"), &c.bias!) }
                 layers[index] = .conv2d(c)
             case .batchNorm:
                 var b: BatchNorm
                 if case .batchNorm(let payload) = layers[index] { b = payload } else { continue }
                 layers[index] = .flatten
-                update(name + ".weight", &b.weight)
-                update(name + ".bias", &b.bias)
+                update(Sequential.join(name, "weight"), &b.weight)
+                update(Sequential.join(name, "bias"), &b.bias)
                 layers[index] = .batchNorm(b)
+            case .layerNorm:
+                var l: LayerNorm
+                if case .layerNorm(let payload) = layers[index] { l = payload } else { continue }
+                layers[index] = .flatten
+                update(Sequential.join(name, "weight"), &l.weight)
+                update(Sequential.join(name, "bias"), &l.bias)
+                layers[index] = .layerNorm(l)
+            case .attention:
+                var a: MultiheadAttention
+                if case .attention(let payload) = layers[index] { a = payload } else { continue }
+                layers[index] = .flatten
+                update(Sequential.join(name, "qkv.weight"), &a.qkv.weight)
+                if a.qkv.bias != nil { update(Sequential.join(name, "qkv.bias"), &a.qkv.bias!) }
+                update(Sequential.join(name, "proj.weight"), &a.proj.weight)
+                if a.proj.bias != nil { update(Sequential.join(name, "proj.bias"), &a.proj.bias!) }
+                layers[index] = .attention(a)
+            case .tokens:
+                var t: TokenEmbedding
+                if case .tokens(let payload) = layers[index] { t = payload } else { continue }
+                layers[index] = .flatten
+                update(Sequential.join(name, "cls_token"), &t.classToken)
+                update(Sequential.join(name, "pos_embed"), &t.positions)
+                layers[index] = .tokens(t)
             case .sequential:
                 var s: Sequential
                 if case .sequential(let payload) = layers[index] { s = payload } else { continue }
                 layers[index] = .flatten
-                s.updateParameters(prefix: name + ".", update)
+                s.updateParameters(prefix: name, update)
                 layers[index] = .sequential(s)
             case .residual:
                 var r: Residual
                 if case .residual(let payload) = layers[index] { r = payload } else { continue }
                 layers[index] = .flatten
-                r.main.updateParameters(prefix: name + ".", update)
-                r.shortcut?.updateParameters(prefix: name + ".", update)
+                r.main.updateParameters(prefix: name, update)
+                r.shortcut?.updateParameters(prefix: name, update)
                 layers[index] = .residual(r)
             default:
                 continue
@@ -268,6 +302,18 @@ public struct Sequential: Sendable, Equatable {
                 }
                 trace.residualSums[index] = sum
                 x = r.activation.map { $0.applied(sum) } ?? sum
+            case .layerNorm(let l):
+                let stats = l.statistics(x)
+                trace.layerNormalization[index] = stats
+                x = l.forward(x, stats)
+            case .attention(let a):
+                let (y, record) = a.forward(x)
+                trace.attention[index] = record
+                x = y
+            case .tokens(let t):
+                x = t.forward(x)
+            case .classToken:
+                x = TokenEmbedding.firstToken(x)
             case .flatten:
                 x.reshape([x.shape[0], -1])
             case .dropout(let p):
@@ -328,10 +374,10 @@ public struct Sequential: Sendable, Equatable {
         for (index, layer) in layers.enumerated() {
             switch layer {
             case .linear(let l):
-                guard s.count == 2, s[1] == l.inFeatures else {
-                    throw .shapeMismatch(layer: index, description: "\(layer) expects [N, \(l.inFeatures)], got \(s)")
+                guard s.count >= 2, s.last == l.inFeatures else {
+                    throw .shapeMismatch(layer: index, description: "\(layer) expects [N, \(l.inFeatures)] (or [N, T, \(l.inFeatures)]), got \(s)")
                 }
-                s = [s[0], l.outFeatures]
+                s = s.dropLast() + [l.outFeatures]
             case .conv2d(let c):
                 guard s.count == 4, s[1] == c.inChannels else {
                     throw .shapeMismatch(layer: index, description: "\(layer) expects [N, \(c.inChannels), H, W], got \(s)")
@@ -374,6 +420,22 @@ public struct Sequential: Sendable, Equatable {
                     throw .shapeMismatch(layer: index, description: "\(name(of: index)): the main branch gives \(main) but the shortcut \(side)")
                 }
                 s = main
+            case .layerNorm(let l):
+                guard s.count >= 2, s.last == l.features else {
+                    throw .shapeMismatch(layer: index, description: "\(layer) expects [..., \(l.features)], got \(s)")
+                }
+            case .attention(let a):
+                guard s.count == 3, s[2] == a.dimension else {
+                    throw .shapeMismatch(layer: index, description: "\(layer) expects [N, T, \(a.dimension)], got \(s)")
+                }
+            case .tokens(let t):
+                guard s.count == 4, s[1] == t.dimension, s[2] * s[3] + 1 == t.tokens else {
+                    throw .shapeMismatch(layer: index, description: "\(layer) expects [N, \(t.dimension), h, w] with h*w = \(t.tokens - 1) patches, got \(s)")
+                }
+                s = [s[0], t.tokens, t.dimension]
+            case .classToken:
+                guard s.count == 3, s[1] >= 1 else { throw .shapeMismatch(layer: index, description: "\(layer) expects [N, T, D], got \(s)") }
+                s = [s[0], s[2]]
             case .flatten:
                 s = [s[0], s.dropFirst().reduce(1, *)]
             case .dropout, .gaussianNoise, .activation:

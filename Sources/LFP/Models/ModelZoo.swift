@@ -5,7 +5,7 @@ import LFPTensor
 public enum ModelZoo {
     /// Names accepted by `make(_:)`.
     public static let names = ["mlp", "lenet", "vgg16", "vgg-like", "toy", "mlp3072", "lenet3x32", "lenet1x28",
-                               "cifar-resnet", "resnet18", "resnet34", "resnet50"]
+                               "cifar-resnet", "resnet18", "resnet34", "resnet50", "vit-tiny", "vit-small", "vit-base"]
 
     /// What a model is built for.
     public struct Configuration: Sendable {
@@ -22,9 +22,11 @@ public enum ModelZoo {
         /// Standard deviation of Gaussian noise added (in training) before every Linear and
         /// Conv2d layer; 0 for none. The paper trains step networks with 0.1.
         public var noise: Float = 0
+        /// ViT patch size (default 16, timm's `patch16` models).
+        public var patch: Int = 16
 
         public init(inputShape: [Int], classes: Int, activation: Activation = .relu, dropout: Float = 0,
-                    width: Float = 1, hidden: [Int] = [32, 32], noise: Float = 0) {
+                    width: Float = 1, hidden: [Int] = [32, 32], noise: Float = 0, patch: Int = 16) {
             self.inputShape = inputShape
             self.classes = classes
             self.activation = activation
@@ -32,6 +34,7 @@ public enum ModelZoo {
             self.width = width
             self.hidden = hidden
             self.noise = noise
+            self.patch = patch
         }
     }
 
@@ -53,6 +56,17 @@ public enum ModelZoo {
         }
         let model: Sequential
         switch name.lowercased() {
+        case "vit-tiny", "vit-small", "vit-base":
+            guard config.inputShape.count == 3, config.patch >= 1, config.inputShape[1] >= config.patch, config.inputShape[2] >= config.patch else {
+                throw .invalidConfiguration("\(name) needs image input [C, H, W] of at least one \(config.patch)x\(config.patch) patch, got \(config.inputShape) (set the patch size)")
+            }
+            guard config.activation == .relu, config.dropout == 0, config.noise == 0 else {
+                throw .invalidConfiguration("\(name) is timm's ViT: GELU, no dropout, no noise")
+            }
+            let size = VisionTransformer.sizes[name.lowercased()]!
+            let dimension = max(size.heads, Int((Float(size.dimension) * config.width / Float(size.heads)).rounded()) * size.heads)
+            model = VisionTransformer.make(inputShape: config.inputShape, patch: config.patch, dimension: dimension, depth: size.depth,
+                                           heads: size.heads, classes: config.classes, seed: seed)
         case "cifar-resnet", "resnet18", "resnet34", "resnet50":
             guard config.inputShape.count == 3 else { throw .invalidConfiguration("\(name) needs image input [C, H, W], got \(config.inputShape)") }
             guard config.activation == .relu, config.dropout == 0, config.noise == 0 else {

@@ -80,7 +80,7 @@ public struct FeedbackPropagator: Sendable {
         precondition(trace.outputs.count == model.layers.count, "trace does not belong to this model")
         var f = feedback
         let lowest = model.firstParameterLayer ?? model.layers.count
-        let record = !layerFeedback.isEmpty && prefix.isEmpty
+        let record = !layerFeedback.isEmpty
         var noLayers: [Tensor] = []
         for index in model.layers.indices.reversed() {
             if record { layerFeedback[index] = f }
@@ -88,13 +88,13 @@ public struct FeedbackPropagator: Sendable {
             let layer = model.layers[index]
             let input = trace.inputs[index]
             let needInput = index > lowest || computeInput
-            let name = prefix + model.name(of: index)
+            let name = Sequential.join(prefix, model.name(of: index))
             func applyRule(_ map: AffineMap, contributing: Tensor) -> RuleOutput {
                 rulesByPath[name]!.apply(map, input: contributing, output: trace.outputs[index], feedback: f, needInput: needInput,
                                          parameterScale: scale)
             }
             func collect(_ out: RuleOutput) {
-                let (weightName, biasName) = (name + ".weight", name + ".bias")
+                let (weightName, biasName) = (Sequential.join(name, "weight"), Sequential.join(name, "bias"))
                 if let fw = out.weightFeedback { collected.parameters[weightName] = fw }
                 if let fb = out.biasFeedback { collected.parameters[biasName] = fb }
                 if out.weightFeedbackIsFinite { collected.checkedFinite.insert(weightName) }
@@ -132,7 +132,7 @@ public struct FeedbackPropagator: Sendable {
                 }
                 collect(out)
             case .sequential(let s):
-                f = backward(s, trace: trace.children[index]![0], feedback: f, prefix: name + ".", computeInput: needInput,
+                f = backward(s, trace: trace.children[index]![0], feedback: f, prefix: name, computeInput: needInput,
                              parameterScale: scale, layerFeedback: &noLayers, into: &collected)
             case .residual(let r):
                 // The activation after the add passes feedback unchanged; the add splits it in
@@ -140,14 +140,55 @@ public struct FeedbackPropagator: Sendable {
                 let children = trace.children[index]!
                 let sum = trace.residualSums[index]!
                 let sideInput = r.shortcut == nil ? input : children[1].output
-                let (toMain, toSide) = Rule.splitSum(f, sum: sum, children[0].output, sideInput, rule: composite.defaultRule)
-                let fromMain = backward(r.main, trace: children[0], feedback: toMain, prefix: name + ".", computeInput: needInput,
+                let (toMain, toSide) = r.splitsFeedback ? Rule.splitSum(f, sum: sum, children[0].output, sideInput, rule: composite.defaultRule) : (f, f)
+                let fromMain = backward(r.main, trace: children[0], feedback: toMain, prefix: name, computeInput: needInput,
                                         parameterScale: scale, layerFeedback: &noLayers, into: &collected)
                 let fromSide = r.shortcut.map {
-                    backward($0, trace: children[1], feedback: toSide, prefix: name + ".", computeInput: needInput,
+                    backward($0, trace: children[1], feedback: toSide, prefix: name, computeInput: needInput,
                              parameterScale: scale, layerFeedback: &noLayers, into: &collected)
                 } ?? toSide
                 if needInput { f = fromMain + fromSide }
+            case .layerNorm(let l):
+                // As BatchNorm, per token: the rule's quotient, then LayerNorm's backward (through
+                // the row statistics) times the input; F(gamma) = |gamma| sum S xhat, F(beta) = |beta| sum S.
+                let stats = trace.layerNormalization[index]!
+                let s = rulesByPath[name]!.normalizationQuotient(f, output: trace.outputs[index])
+                let (back, dGamma, dBeta) = l.backward(s, input: input, stats, needInput: needInput)
+                var out = RuleOutput()
+                var (fGamma, fBeta) = (dGamma, dBeta)
+                out.weightFeedbackIsFinite = fGamma.multiplyByMagnitude(of: l.weight, scale: scale)
+                out.biasFeedbackIsFinite = fBeta.multiplyByMagnitude(of: l.bias, scale: scale)
+                (out.weightFeedback, out.biasFeedback) = (fGamma, fBeta)
+                if var back {
+                    back.multiplyElementwise(by: input)
+                    out.inputFeedback = back
+                }
+                collect(out)
+            case .attention(let a):
+                // The rule on the output projection and on the qkv projection; between them the
+                // attention products and the softmax pass the feedback as the gradient (the
+                // reference's behaviour, VIT-NOTES.md section e).
+                let record = trace.attention[index]!
+                let rule = rulesByPath[name]!
+                let projOut = rule.apply(AffineMap(.linear(a.proj), inputShape: record.context.shape)!, input: record.context,
+                                         output: trace.outputs[index], feedback: f, needInput: true, parameterScale: scale)
+                let dqkv = a.innerBackward(projOut.inputFeedback!, record: record)
+                let qkvOut = rule.apply(AffineMap(.linear(a.qkv), inputShape: input.shape)!, input: input, output: record.qkv,
+                                        feedback: dqkv, needInput: needInput, parameterScale: scale)
+                for (local, out) in [("proj", projOut), ("qkv", qkvOut)] {
+                    let (weightName, biasName) = (Sequential.join(name, local + ".weight"), Sequential.join(name, local + ".bias"))
+                    if let fw = out.weightFeedback { collected.parameters[weightName] = fw }
+                    if let fb = out.biasFeedback { collected.parameters[biasName] = fb }
+                    if out.weightFeedbackIsFinite { collected.checkedFinite.insert(weightName) }
+                    if out.biasFeedbackIsFinite { collected.checkedFinite.insert(biasName) }
+                }
+                if let fi = qkvOut.inputFeedback { f = fi }
+            case .tokens(let t):
+                // The class token and position embeddings receive no feedback (no rule owns them in
+                // the reference); the patch tokens' feedback returns to the patch grid.
+                if needInput { f = t.imageLayout(TokenEmbedding.dropClassToken(f), like: input) }
+            case .classToken:
+                f = TokenEmbedding.atFirstToken(f, shape: input.shape)
             case .maxPool2d(let p):
                 if needInput {
                     f = Pooling.maxBackward(f, argmax: trace.maxPoolArgmax[index]!, inputShape: input.shape,

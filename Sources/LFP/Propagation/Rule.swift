@@ -160,6 +160,21 @@ extension Rule {
         return s
     }
 
+    /// `S = F / stab(y)` at a LayerNorm's output `y`: the rule's stabiliser where it depends on
+    /// `y` alone (LFP-0, epsilon, scaled and threshold epsilon); alpha-beta and z+z- use the
+    /// epsilon quotient with their epsilon there.
+    func normalizationQuotient(_ f: Tensor, output y: Tensor) -> Tensor {
+        switch self {
+        case .zero: return f.zipMap(y) { fj, zj in zj == 0 ? 0 : fj / zj }
+        case .epsilon(let eps), .alphaBeta(_, _, let eps), .zPlusZMinus(let eps): return Self.epsilonQuotient(f, y, epsilon: eps)
+        case .scaledEpsilon(let k), .thresholdEpsilon(let k):
+            var s = f
+            if case .thresholdEpsilon = self { Self.divideByScaledStabiliser(&s, y, k: k, quadratic: true) }
+            else { Self.divideByScaledStabiliser(&s, y, k: k, quadratic: false) }
+            return s
+        }
+    }
+
     /// `S = F / stab(y)` at a BatchNorm layer's output `y`, the quotient the rule would use on
     /// the affine map `scale * x + shift` the layer applied (z+z-: `stab` from `|x| |scale| +
     /// |shift|`). Alpha-beta, whose positive and negative parts have no counterpart in the
@@ -289,11 +304,13 @@ extension Rule {
         }
     }
 
-    /// Adds a per-output-channel bias to `[N, O]` or `[N, O, H, W]`.
+    /// Adds a per-output-channel bias to `[N, O]`, `[N, O, H, W]` (channel dimension 1) or to
+    /// the tokens of a Linear layer `[N, T, O]` (channel dimension last).
     static func addBias(_ z: Tensor, _ b: Tensor) -> Tensor {
         var r = z
-        let n = z.shape[0], o = z.shape[1]
-        let positions = z.count / max(1, n * o)
+        if z.rank == 3 { r = r.reshaped([z.count / max(1, b.count), b.count]) }
+        let n = r.shape[0], o = r.shape[1]
+        let positions = r.count / max(1, n * o)
         r.storage.withUnsafeMutableBufferPointer { p in
             for s in 0..<n {
                 for c in 0..<o {
@@ -303,6 +320,6 @@ extension Rule {
                 }
             }
         }
-        return r
+        return r.reshaped(z.shape)
     }
 }

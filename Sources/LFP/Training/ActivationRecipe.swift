@@ -45,7 +45,7 @@ public struct ActivationRecipe: Sendable, Equatable {
             // (at a large rate) makes up for.
             ActivationRecipe(composite: "epsilon", feedback: "softmax", optimizer: "adam", learningRate: 0.03,
                              batchSize: 32, noise: 0, clip: nil, centredInputs: true)
-        case .relu, .leakyReLU, .tanh, .silu, .elu:
+        case .relu, .leakyReLU, .tanh, .silu, .elu, .gelu:
             standard
         }
     }
