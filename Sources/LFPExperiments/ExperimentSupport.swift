@@ -332,18 +332,19 @@ public enum Statistics {
 // MARK: - Pruning
 
 public enum Pruning {
-    /// Global magnitude pruning: sets to zero the `fraction` of all weights (parameters named
-    /// `*.weight`, biases are kept) with the smallest |w|, counted over the whole model.
+    /// Global magnitude pruning: sets to zero the `fraction` of all connection weights (Linear,
+    /// Conv2d and attention weights; biases and normalisation parameters are kept) with the smallest |w|, counted over the whole model.
     /// Ties at the threshold are broken by parameter order, so exactly
     /// `floor(fraction * total)` weights are zeroed. Returns the pruned model.
     public static func globalMagnitude(_ model: Sequential, fraction: Double) -> Sequential {
         globalMagnitude(model, fraction: fraction, ranking: ranking(model))
     }
 
-    /// Every weight of the model (parameters named `*.weight`) as (parameter name, index), from the
+    /// Every connection weight of the model as (parameter name, index), from the
     /// smallest |w| to the largest; ties in parameter order, then position.
     public static func ranking(_ model: Sequential) -> [(name: String, index: Int)] {
-        let weights = model.namedParameters.filter { $0.name.hasSuffix("weight") }
+        let connections = Set(model.connectionWeightNames)
+        let weights = model.namedParameters.filter { connections.contains($0.name) }
         var entries: [(magnitude: Float, parameter: Int, index: Int)] = []
         entries.reserveCapacity(weights.reduce(0) { $0 + $1.value.count })
         for (p, w) in weights.enumerated() {
@@ -361,7 +362,8 @@ public enum Pruning {
         let k = min(total, max(0, Int((fraction * Double(total) + 1e-9).rounded(.down))))
         guard k > 0 else { return model }
         var values: [String: Tensor] = [:]
-        for (name, value) in model.namedParameters where name.hasSuffix("weight") { values[name] = value }
+        let connections = Set(model.connectionWeightNames)
+        for (name, value) in model.namedParameters where connections.contains(name) { values[name] = value }
         for e in ranking[..<k] { values[e.name]!.storage[e.index] = 0 }
         var pruned = model
         for (name, value) in values { pruned.setParameter(name, value) }

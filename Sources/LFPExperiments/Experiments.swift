@@ -18,6 +18,7 @@ public enum Experiments {
         Entry(name: ActivationsExperiment.name, title: ActivationsExperiment.title, run: ActivationsExperiment.run),
         Entry(name: SpikingExperiment.name, title: SpikingExperiment.title, run: SpikingExperiment.run),
         Entry(name: ExplanationsExperiment.name, title: ExplanationsExperiment.title, run: ExplanationsExperiment.run),
+        Entry(name: TransferExperiment.name, title: TransferExperiment.title, run: TransferExperiment.run),
     ]
 
     /// Every experiment name, plus `all`.

@@ -209,6 +209,18 @@ private let fashionMNISTAvailable = FileManager.default.fileExists(atPath: Datas
         #expect(rows.contains { $0["kind"] == "probe" })
     }
 
+    @Test(.enabled(if: fashionMNISTAvailable)) func transfer() throws {
+        let dir = temporaryDirectory("transfer")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try runExperiment(["transfer", "--scale", "smoke", "--output", dir.path, "--quiet"])
+        let rows = try checkOutputs(dir, plots: ["transfer.svg"], reportMentions: ["signs changed", "forgetting", "LFP-epsilon"])
+        #expect(rows.filter { $0["kind"] == "pruning" }.count == 2 * 20)  // methods x pruned fractions
+        #expect(rows.filter { $0["kind"] == "forgetting" }.count == 2)
+        #expect(rows.contains { $0["kind"] == "pretrain" })
+        let signs = rows.compactMap { $0["sign_change_from_pretrained"].flatMap(Double.init) }
+        #expect(!signs.isEmpty && signs.allSatisfy { $0 >= 0 && $0 <= 1 })
+    }
+
     @Test func simpleReward() throws {
         let dir = temporaryDirectory("reward")
         defer { try? FileManager.default.removeItem(at: dir) }

@@ -15,13 +15,18 @@ public enum Checkpoint {
         /// The classifier head's shape differs (another class count) and was not to be replaced.
         case headMismatch(file: String, name: String, expected: [Int], found: [Int])
 
+        /// The first names, and how many more (a checkpoint of another model misses hundreds).
+        static func list(_ names: [String]) -> String {
+            names.count <= 4 ? names.joined(separator: ", ") : names.prefix(3).joined(separator: ", ") + " and \(names.count - 3) more"
+        }
+
         /// One printable line (tensor names come from the file and may hold control characters).
         public var description: String { DataError.oneLine(text) }
 
         private var text: String {
             switch self {
-            case .missing(let f, let n): "\(f): missing tensors \(n.joined(separator: ", "))"
-            case .unexpected(let f, let n): "\(f): unexpected tensors \(n.joined(separator: ", ")) (not parameters of this model)"
+            case .missing(let f, let n): "\(f): missing tensors \(Self.list(n))"
+            case .unexpected(let f, let n): "\(f): unexpected tensors \(Self.list(n)) (not parameters of this model)"
             case .shapeMismatch(let f, let n, let e, let g): "\(f): tensor \(n) has shape \(g), the model needs \(e)"
             case .nonFinite(let f, let n): "\(f): tensor \(n) holds NaN or infinite values"
             case .runState(let f, let problem): "\(f): \(problem); cannot resume"

@@ -122,6 +122,51 @@ public struct Sequential: Sendable, Equatable {
         return result
     }
 
+    /// The weights of the connections: Linear and Conv2d weights and attention's projections
+    /// (not the normalisations' gamma, not embeddings). What sign statistics and magnitude
+    /// pruning count.
+    public var connectionWeightNames: [String] {
+        leaves.flatMap { path, layer -> [String] in
+            switch layer {
+            case .linear, .conv2d: [Sequential.join(path, "weight")]
+            case .attention: [Sequential.join(path, "qkv.weight"), Sequential.join(path, "proj.weight")]
+            default: []
+            }
+        }
+    }
+
+    /// The model with its classifier head (the last Linear layer) replaced by a fresh one of
+    /// `classes` outputs (PyTorch's default initialisation from `seed`), for transfer to another
+    /// task. Nil when the model has no Linear layer.
+    public func withNewHead(classes: Int, seed: UInt64) -> Sequential? {
+        guard let (path, layer) = leaves.last(where: { $0.layer.kind == .linear }), case .linear(let old) = layer else { return nil }
+        var rng = SeededRandom(seed: seed)
+        var copy = self
+        guard copy.replaceLeaf(path, with: .linear(Linear(inFeatures: old.inFeatures, outFeatures: classes, bias: old.bias != nil, rng: &rng))) else {
+            return nil
+        }
+        return copy
+    }
+
+    /// Replaces the leaf at `path` (as in `leaves`); false when there is none.
+    public mutating func replaceLeaf(_ path: String, with layer: Layer) -> Bool {
+        for index in layers.indices {
+            let child = name(of: index)
+            switch layers[index] {
+            case .sequential(var s):
+                guard let rest = Self.remainder(of: path, after: child) else { continue }
+                if s.replaceLeaf(rest, with: layer) { layers[index] = .sequential(s); return true }
+            case .residual(var r):
+                guard let rest = Self.remainder(of: path, after: child) else { continue }
+                if r.main.replaceLeaf(rest, with: layer) { layers[index] = .residual(r); return true }
+                if r.shortcut?.replaceLeaf(rest, with: layer) == true { layers[index] = .residual(r); return true }
+            default:
+                if child == path { layers[index] = layer; return true }
+            }
+        }
+        return false
+    }
+
     /// A parameter or buffer by dotted name (nil when there is none).
     public func parameter(_ name: String) -> Tensor? {
         for (index, layer) in layers.enumerated() {

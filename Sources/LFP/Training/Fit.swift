@@ -81,18 +81,21 @@ public enum Fit {
         return Double(correct) / Double(source.count)
     }
 
-    /// Statistics of how the weights moved between two snapshots of the same model.
+    /// Statistics of how the weights moved between two snapshots of the same model: the
+    /// fraction of connection weights (`Sequential.connectionWeightNames`) whose sign changed,
+    /// the mean squared change of every parameter, the median |w| of the connection weights.
     public static func parameterMovement(from before: Sequential, to after: Sequential) -> (signChanges: Double, meanSquaredChange: Double, medianAbsWeight: Double) {
         var changed = 0, weights = 0
         var squared = 0.0, total = 0
         var magnitudes: [Float] = []
+        let connections = Set(before.connectionWeightNames)
         for ((name, a), (_, b)) in zip(before.namedParameters, after.namedParameters) {
             for i in 0..<a.count {
                 let d = Double(b.storage[i] - a.storage[i])
                 squared += d * d
             }
             total += a.count
-            if name.hasSuffix("weight") {
+            if connections.contains(name) {
                 for i in 0..<a.count where (a.storage[i] > 0) != (b.storage[i] > 0) && a.storage[i] != 0 { changed += 1 }
                 weights += a.count
                 magnitudes += b.storage.map(abs)
