@@ -123,4 +123,19 @@ import LFPTensor
         #expect(gradientNames.count == model.namedParameters.count)
         for key in gradientNames { Self.expectMatch(gradient[key], file[key]!, "vit \(key)", relative: true) }
     }
+
+    /// A Hugging Face `ViTForImageClassification` state dict (transformers' own names, separate
+    /// q/k/v) loads into the timm-layout ViT and gives Hugging Face's logits
+    /// (`scripts/reference/hf_vit.py`).
+    @Test func huggingFaceViTLoadsAndGivesItsLogits() throws {
+        let url = try #require(Bundle.module.url(forResource: "Conformance/models/hf_vit", withExtension: "safetensors"))
+        var model = VisionTransformer.make(inputShape: [3, 8, 8], patch: 4, dimension: 8, depth: 2, heads: 2, classes: 10, seed: 0)
+        try Checkpoint.restore(&model, from: url.path, allowUnexpected: true)
+        let file = try SafeTensors.read(url.path).tensors
+        #expect(model.parameter("blocks.1.attn.qkv.weight")!.storage.prefix(8).elementsEqual(file["vit.layers.1.attention.q_proj.weight"]!.values.prefix(8)))
+        Self.expectMatch(model(Self.tensor(try #require(file["input"]))), try #require(file["logits"]), "Hugging Face ViT logits", relative: true)
+        // Without the input and logits the names are exactly the model's: nothing unexpected.
+        let renamed = try HuggingFaceViT.timmNames(file.filter { $0.key != "input" && $0.key != "logits" }, file: "hf")
+        #expect(Set(renamed.keys) == Set(model.stateDict.map(\.name)))
+    }
 }

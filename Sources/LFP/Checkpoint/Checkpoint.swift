@@ -54,7 +54,8 @@ public enum Checkpoint {
     /// a PyTorch `nn.Sequential`). Every parameter and buffer must be present with the right
     /// shape; extra tensors are an error unless `allowUnexpected`.
     public static func restore(_ model: inout Sequential, from path: String, allowUnexpected: Bool = false) throws {
-        let (tensors, _) = try SafeTensors.read(path)
+        var (tensors, _) = try SafeTensors.read(path)
+        if HuggingFaceViT.matches(tensors) { tensors = try HuggingFaceViT.timmNames(tensors, file: path) }
         var byName: [String: TensorRecord] = [:]
         for (name, record) in tensors {
             byName[model.childNames == nil && !name.hasPrefix("layers.") ? "layers.\(name)" : name] = record
@@ -86,7 +87,8 @@ public enum Checkpoint {
     /// - Returns: the names left at their initialisation (the replaced head), empty otherwise.
     @discardableResult
     public static func initialize(_ model: inout Sequential, from path: String, replaceHead: Bool, allowUnexpected: Bool = false) throws -> [String] {
-        let (tensors, _) = try SafeTensors.read(path)
+        var (tensors, _) = try SafeTensors.read(path)
+        if HuggingFaceViT.matches(tensors) { tensors = try HuggingFaceViT.timmNames(tensors, file: path) }
         var byName: [String: TensorRecord] = [:]
         for (name, record) in tensors {
             byName[model.childNames == nil && !name.hasPrefix("layers.") ? "layers.\(name)" : name] = record
