@@ -41,7 +41,7 @@ public struct FeedbackPropagator: Sendable {
         self.composite = composite
         self.rules = try composite.resolve(for: model)
         var byPath: [String: Rule] = [:]
-        for ((path, _), rule) in zip(model.leaves, rules) { byPath[path] = rule }
+        for ((path, _), rule) in zip(model.leaves, rules) where rule != nil { byPath[path] = rule }
         self.rulesByPath = byPath
         self.options = options
     }
