@@ -40,33 +40,7 @@ import LFPTensor
         }
         let outShape = try! model.outputShape(input: inputShape)
         let r = Tensor.normal(outShape, rng: &rng)
-        func loss(_ m: Sequential, _ input: Tensor) -> Double {
-            zip(m(input).storage, r.storage).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
-        }
-        var traceRng = SeededRandom(seed: 0)
-        let trace = model.trace(x, training: false, rng: &traceRng)
-        let signals = Backpropagation.gradients(model: model, trace: trace, outputGradient: r, computeInputGradient: true)
-        let h: Float = 1e-2
-        // Input gradient.
-        var numeric = [Double](repeating: 0, count: x.count)
-        for i in 0..<x.count {
-            var xp = x, xm = x
-            xp.storage[i] += h; xm.storage[i] -= h
-            numeric[i] = (loss(model, xp) - loss(model, xm)) / Double(2 * h)
-        }
-        expectClose(signals.input!.storage, numeric, tolerance: 2e-3, "\(name): input gradient")
-        // Parameter gradients.
-        for (pname, p) in model.namedParameters {
-            var numericP = [Double](repeating: 0, count: p.count)
-            for i in 0..<p.count {
-                var mp = model, mm = model
-                var pp = p, pm = p
-                pp.storage[i] += h; pm.storage[i] -= h
-                mp.setParameter(pname, pp); mm.setParameter(pname, pm)
-                numericP[i] = (loss(mp, x) - loss(mm, x)) / Double(2 * h)
-            }
-            expectClose(signals.parameters[pname]!.storage, numericP, tolerance: 2e-3, "\(name): \(pname)")
-        }
+        expectGradientsMatchFiniteDifferences(model, input: x, outputGradient: r, name)
     }
 
     @Test func dropoutBackwardUsesTheForwardMask() {

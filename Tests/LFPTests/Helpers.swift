@@ -22,6 +22,40 @@ func expectClose(_ a: Tensor, _ b: Tensor, tolerance: Double = 1e-4, _ what: Str
     expectClose(a.storage, b.storage.map(Double.init), tolerance: tolerance, what, sourceLocation: sourceLocation)
 }
 
+/// The gradient engine's parameter and input gradients of `L = <r, model(x)>` against central
+/// differences with step `h` (forward in training mode when `training`: dropout off needs no
+/// masks here, BatchNorm on batch statistics). Every parameter must get a gradient.
+func expectGradientsMatchFiniteDifferences(_ model: Sequential, input x: Tensor, outputGradient r: Tensor, training: Bool = false,
+                                           h: Float = 1e-2, tolerance: Double = 2e-3, _ what: String,
+                                           sourceLocation: SourceLocation = #_sourceLocation) {
+    func loss(_ m: Sequential, _ input: Tensor) -> Double {
+        var unused = SeededRandom(seed: 0)
+        return zip(m.trace(input, training: training, rng: &unused).output.storage, r.storage).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+    }
+    var traceRng = SeededRandom(seed: 0)
+    let trace = model.trace(x, training: training, rng: &traceRng)
+    let signals = Backpropagation.gradients(model: model, trace: trace, outputGradient: r, computeInputGradient: true)
+    #expect(Set(signals.parameters.keys) == Set(model.parameterNames), "\(what): parameters with a gradient", sourceLocation: sourceLocation)
+    var numeric = [Double](repeating: 0, count: x.count)
+    for i in 0..<x.count {
+        var xp = x, xm = x
+        xp.storage[i] += h; xm.storage[i] -= h
+        numeric[i] = (loss(model, xp) - loss(model, xm)) / Double(2 * h)
+    }
+    expectClose(signals.input!.storage, numeric, tolerance: tolerance, "\(what): input gradient", sourceLocation: sourceLocation)
+    for (name, p) in model.namedParameters {
+        var numericP = [Double](repeating: 0, count: p.count)
+        for i in 0..<p.count {
+            var mp = model, mm = model
+            var pp = p, pm = p
+            pp.storage[i] += h; pm.storage[i] -= h
+            mp.setParameter(name, pp); mm.setParameter(name, pm)
+            numericP[i] = (loss(mp, x) - loss(mm, x)) / Double(2 * h)
+        }
+        expectClose(signals.parameters[name]?.storage ?? [], numericP, tolerance: tolerance, "\(what): \(name)", sourceLocation: sourceLocation)
+    }
+}
+
 /// Small random networks used across the tests.
 enum TestNets {
     /// Conv -> ReLU -> MaxPool -> Conv(stride 2, pad 1) -> ReLU -> AvgPool -> Flatten -> Linear -> ReLU -> Linear.

@@ -46,35 +46,10 @@ import LFPTensor
         var rng = SeededRandom(seed: 8)
         let x = Tensor.normal([3, 2, 5, 5], rng: &rng)
         let r = Tensor.normal(try model.outputShape(input: x.shape), rng: &rng)
-        func loss(_ m: Sequential, _ input: Tensor) -> Double {
-            var unused = SeededRandom(seed: 0)
-            return zip(m.trace(input, training: training, rng: &unused).output.storage, r.storage).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
-        }
-        var traceRng = SeededRandom(seed: 0)
-        let trace = model.trace(x, training: training, rng: &traceRng)
-        let signals = Backpropagation.gradients(model: model, trace: trace, outputGradient: r, computeInputGradient: true)
-        #expect(Set(signals.parameters.keys) == Set(model.parameterNames))
         // Batch statistics (3 samples) make the loss strongly curved: the central difference's
         // truncation error at h = 1e-2 reached 3 % (3e-2: 10 %), so a narrower step in training.
-        let h: Float = training ? 3e-3 : 1e-2
-        var numeric = [Double](repeating: 0, count: x.count)
-        for i in 0..<x.count {
-            var xp = x, xm = x
-            xp.storage[i] += h; xm.storage[i] -= h
-            numeric[i] = (loss(model, xp) - loss(model, xm)) / Double(2 * h)
-        }
-        expectClose(signals.input!.storage, numeric, tolerance: 3e-3, "input gradient (training \(training))")
-        for (name, p) in model.namedParameters {
-            var numericP = [Double](repeating: 0, count: p.count)
-            for i in 0..<p.count {
-                var mp = model, mm = model
-                var pp = p, pm = p
-                pp.storage[i] += h; pm.storage[i] -= h
-                mp.setParameter(name, pp); mm.setParameter(name, pm)
-                numericP[i] = (loss(mp, x) - loss(mm, x)) / Double(2 * h)
-            }
-            expectClose(signals.parameters[name]!.storage, numericP, tolerance: 3e-3, "\(name) (training \(training))")
-        }
+        expectGradientsMatchFiniteDifferences(model, input: x, outputGradient: r, training: training, h: training ? 3e-3 : 1e-2,
+                                              tolerance: 3e-3, "graph (training \(training))")
     }
 
     /// Adaptive average pooling against PyTorch's window rule on a size that does not divide.
@@ -163,6 +138,14 @@ import LFPTensor
         }
         #expect(seen == model.parameterNames)
         for (name, p) in model.namedParameters { #expect(p.storage.allSatisfy { $0 == 0.5 }, "\(name)") }
+        // In place: a second update keeps every parameter's storage (no copy inside containers).
+        func addresses() -> [UnsafePointer<Float>?] {
+            model.namedParameters.map { $0.value.storage.withUnsafeBufferPointer { $0.baseAddress } }
+        }
+        let before = addresses()
+        model.updateParameters { _, t in t.storage.withUnsafeMutableBufferPointer { p in for i in p.indices { p[i] += 1 } } }
+        #expect(addresses() == before)
+        #expect(model.namedParameters.allSatisfy { $0.value.storage.allSatisfy { $0 == 1.5 } })
     }
 
     /// Composite selectors see the graph's leaves: indices count leaves, names are dotted paths.
@@ -225,32 +208,7 @@ import LFPTensor
         }
         let x = Tensor.normal([2, 2, 6, 6], rng: &rng)
         let r = Tensor.normal(try model.outputShape(input: x.shape), rng: &rng)
-        func loss(_ m: Sequential, _ input: Tensor) -> Double {
-            zip(m(input).storage, r.storage).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
-        }
-        var traceRng = SeededRandom(seed: 0)
-        let trace = model.trace(x, training: false, rng: &traceRng)
-        let signals = Backpropagation.gradients(model: model, trace: trace, outputGradient: r, computeInputGradient: true)
-        #expect(Set(signals.parameters.keys) == Set(model.parameterNames))
-        let h: Float = 1e-2
-        var numeric = [Double](repeating: 0, count: x.count)
-        for i in 0..<x.count {
-            var xp = x, xm = x
-            xp.storage[i] += h; xm.storage[i] -= h
-            numeric[i] = (loss(model, xp) - loss(model, xm)) / Double(2 * h)
-        }
-        expectClose(signals.input!.storage, numeric, tolerance: 3e-3, "ViT input gradient")
-        for (name, p) in model.namedParameters {
-            var numericP = [Double](repeating: 0, count: p.count)
-            for i in 0..<p.count {
-                var mp = model, mm = model
-                var pp = p, pm = p
-                pp.storage[i] += h; pm.storage[i] -= h
-                mp.setParameter(name, pp); mm.setParameter(name, pm)
-                numericP[i] = (loss(mp, x) - loss(mm, x)) / Double(2 * h)
-            }
-            expectClose(signals.parameters[name]!.storage, numericP, tolerance: 3e-3, "ViT \(name)")
-        }
+        expectGradientsMatchFiniteDifferences(model, input: x, outputGradient: r, tolerance: 3e-3, "ViT")
     }
 
     /// timm's names and sizes: vit_tiny_patch16_224 has 5,717,416 parameters at 1000 classes,

@@ -54,6 +54,20 @@ public enum Checkpoint {
     /// a PyTorch `nn.Sequential`). Every parameter and buffer must be present with the right
     /// shape; extra tensors are an error unless `allowUnexpected`.
     public static func restore(_ model: inout Sequential, from path: String, allowUnexpected: Bool = false) throws {
+        let (byName, expected) = try matched(model, path: path, allowUnexpected: allowUnexpected)
+        for (name, value) in expected {
+            let record = byName[name]!
+            guard record.shape == value.shape else { throw Error.shapeMismatch(file: path, name: name, expected: value.shape, found: record.shape) }
+            guard record.values.allSatisfy({ $0.isFinite }) else { throw Error.nonFinite(file: path, name: name) }
+            model.setParameter(name, Tensor(shape: record.shape, storage: record.values))
+        }
+    }
+
+    /// The file's tensors by the model's names (Hugging Face ViT names mapped; for default-named
+    /// models `0.weight` read as `layers.0.weight`) and the model's state dict, after checking
+    /// that nothing is missing and, unless `allowUnexpected`, nothing is extra.
+    private static func matched(_ model: Sequential, path: String, allowUnexpected: Bool) throws
+        -> (byName: [String: TensorRecord], expected: [(name: String, value: Tensor)]) {
         var (tensors, _) = try SafeTensors.read(path)
         if HuggingFaceViT.matches(tensors) { tensors = try HuggingFaceViT.timmNames(tensors, file: path) }
         var byName: [String: TensorRecord] = [:]
@@ -65,12 +79,7 @@ public enum Checkpoint {
         if !missing.isEmpty { throw Error.missing(file: path, names: missing) }
         let extra = Set(byName.keys).subtracting(expected.map(\.name)).sorted()
         if !extra.isEmpty && !allowUnexpected { throw Error.unexpected(file: path, names: extra) }
-        for (name, value) in expected {
-            let record = byName[name]!
-            guard record.shape == value.shape else { throw Error.shapeMismatch(file: path, name: name, expected: value.shape, found: record.shape) }
-            guard record.values.allSatisfy({ $0.isFinite }) else { throw Error.nonFinite(file: path, name: name) }
-            model.setParameter(name, Tensor(shape: record.shape, storage: record.values))
-        }
+        return (byName, expected)
     }
 
     /// The parameters of a model's classifier head: those of its last Linear layer (`fc` in
@@ -87,17 +96,7 @@ public enum Checkpoint {
     /// - Returns: the names left at their initialisation (the replaced head), empty otherwise.
     @discardableResult
     public static func initialize(_ model: inout Sequential, from path: String, replaceHead: Bool, allowUnexpected: Bool = false) throws -> [String] {
-        var (tensors, _) = try SafeTensors.read(path)
-        if HuggingFaceViT.matches(tensors) { tensors = try HuggingFaceViT.timmNames(tensors, file: path) }
-        var byName: [String: TensorRecord] = [:]
-        for (name, record) in tensors {
-            byName[model.childNames == nil && !name.hasPrefix("layers.") ? "layers.\(name)" : name] = record
-        }
-        let expected = model.stateDict
-        let missing = expected.map(\.name).filter { byName[$0] == nil }
-        if !missing.isEmpty { throw Error.missing(file: path, names: missing) }
-        let extra = Set(byName.keys).subtracting(expected.map(\.name)).sorted()
-        if !extra.isEmpty && !allowUnexpected { throw Error.unexpected(file: path, names: extra) }
+        let (byName, expected) = try matched(model, path: path, allowUnexpected: allowUnexpected)
         let head = Set(headParameterNames(of: model))
         var kept: [String] = []
         for (name, value) in expected {

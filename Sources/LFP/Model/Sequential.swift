@@ -215,73 +215,65 @@ public struct Sequential: Sendable, Equatable {
     private mutating func updateParameters(prefix: String, _ update: (String, inout Tensor) -> Void) {
         for index in layers.indices {
             let name = Sequential.join(prefix, self.name(of: index))
-            // Take the layer out of the model so that each tensor is uniquely referenced and
-            // `update` mutates it in place. The payload is bound in an `if case` whose copy of
-            // the enum ends with the statement; binding it in a `switch` case kept that copy
-            // alive through the update, and every step copied every parameter (measured: 8 % of
-            // an MLP step).
+            func visit(_ local: String, _ t: inout Tensor) { update(Sequential.join(name, local), &t) }
             switch layers[index].kind {
             case .linear:
-                var l: Linear
-                if case .linear(let payload) = layers[index] { l = payload } else { continue }
-                layers[index] = .flatten
-                update(Sequential.join(name, "weight"), &l.weight)
-                if l.bias != nil { update(Sequential.join(name, "bias"), &l.bias!) }
-                layers[index] = .linear(l)
+                updateInPlace(index, { if case .linear(let l) = $0 { l } else { nil } }, Layer.linear) { l in
+                    visit("weight", &l.weight)
+                    if l.bias != nil { visit("bias", &l.bias!) }
+                }
             case .conv2d:
-                var c: Conv2d
-                if case .conv2d(let payload) = layers[index] { c = payload } else { continue }
-                layers[index] = .flatten
-                update(Sequential.join(name, "weight"), &c.weight)
-                if c.bias != nil { update(Sequential.join(name, "bias"), &c.bias!) }
-                layers[index] = .conv2d(c)
+                updateInPlace(index, { if case .conv2d(let c) = $0 { c } else { nil } }, Layer.conv2d) { c in
+                    visit("weight", &c.weight)
+                    if c.bias != nil { visit("bias", &c.bias!) }
+                }
             case .batchNorm:
-                var b: BatchNorm
-                if case .batchNorm(let payload) = layers[index] { b = payload } else { continue }
-                layers[index] = .flatten
-                update(Sequential.join(name, "weight"), &b.weight)
-                update(Sequential.join(name, "bias"), &b.bias)
-                layers[index] = .batchNorm(b)
+                updateInPlace(index, { if case .batchNorm(let b) = $0 { b } else { nil } }, Layer.batchNorm) { b in
+                    visit("weight", &b.weight)
+                    visit("bias", &b.bias)
+                }
             case .layerNorm:
-                var l: LayerNorm
-                if case .layerNorm(let payload) = layers[index] { l = payload } else { continue }
-                layers[index] = .flatten
-                update(Sequential.join(name, "weight"), &l.weight)
-                update(Sequential.join(name, "bias"), &l.bias)
-                layers[index] = .layerNorm(l)
+                updateInPlace(index, { if case .layerNorm(let l) = $0 { l } else { nil } }, Layer.layerNorm) { l in
+                    visit("weight", &l.weight)
+                    visit("bias", &l.bias)
+                }
             case .attention:
-                var a: MultiheadAttention
-                if case .attention(let payload) = layers[index] { a = payload } else { continue }
-                layers[index] = .flatten
-                update(Sequential.join(name, "qkv.weight"), &a.qkv.weight)
-                if a.qkv.bias != nil { update(Sequential.join(name, "qkv.bias"), &a.qkv.bias!) }
-                update(Sequential.join(name, "proj.weight"), &a.proj.weight)
-                if a.proj.bias != nil { update(Sequential.join(name, "proj.bias"), &a.proj.bias!) }
-                layers[index] = .attention(a)
+                updateInPlace(index, { if case .attention(let a) = $0 { a } else { nil } }, Layer.attention) { a in
+                    visit("qkv.weight", &a.qkv.weight)
+                    if a.qkv.bias != nil { visit("qkv.bias", &a.qkv.bias!) }
+                    visit("proj.weight", &a.proj.weight)
+                    if a.proj.bias != nil { visit("proj.bias", &a.proj.bias!) }
+                }
             case .tokens:
-                var t: TokenEmbedding
-                if case .tokens(let payload) = layers[index] { t = payload } else { continue }
-                layers[index] = .flatten
-                update(Sequential.join(name, "cls_token"), &t.classToken)
-                update(Sequential.join(name, "pos_embed"), &t.positions)
-                layers[index] = .tokens(t)
+                updateInPlace(index, { if case .tokens(let t) = $0 { t } else { nil } }, Layer.tokens) { t in
+                    visit("cls_token", &t.classToken)
+                    visit("pos_embed", &t.positions)
+                }
             case .sequential:
-                var s: Sequential
-                if case .sequential(let payload) = layers[index] { s = payload } else { continue }
-                layers[index] = .flatten
-                s.updateParameters(prefix: name, update)
-                layers[index] = .sequential(s)
+                updateInPlace(index, { if case .sequential(let s) = $0 { s } else { nil } }, Layer.sequential) { s in
+                    s.updateParameters(prefix: name, update)
+                }
             case .residual:
-                var r: Residual
-                if case .residual(let payload) = layers[index] { r = payload } else { continue }
-                layers[index] = .flatten
-                r.main.updateParameters(prefix: name, update)
-                r.shortcut?.updateParameters(prefix: name, update)
-                layers[index] = .residual(r)
+                updateInPlace(index, { if case .residual(let r) = $0 { r } else { nil } }, Layer.residual) { r in
+                    r.main.updateParameters(prefix: name, update)
+                    r.shortcut?.updateParameters(prefix: name, update)
+                }
             default:
                 continue
             }
         }
+    }
+
+    /// Runs `body` on the payload of layer `index` with the layer taken out of the model, so that
+    /// each tensor in it is uniquely referenced and updated without a copy. The payload is taken
+    /// by a function (not bound in a `switch` case, whose copy of the enum stayed alive through
+    /// the update and made every step copy every parameter: measured, 8 % of an MLP step).
+    private mutating func updateInPlace<Payload>(_ index: Int, _ extract: (Layer) -> Payload?, _ wrap: (Payload) -> Layer,
+                                                 _ body: (inout Payload) -> Void) {
+        guard var payload = extract(layers[index]) else { return }
+        layers[index] = .flatten
+        body(&payload)
+        layers[index] = wrap(payload)
     }
 
     /// Index of the first layer with parameters: signals below it are never needed for training.

@@ -120,17 +120,7 @@ public struct FeedbackPropagator: Sendable {
                 let stats = trace.normalization[index]!
                 let s = rulesByPath[name]!.batchNormQuotient(f, output: trace.outputs[index], input: input, norm: b, statistics: stats)
                 let (back, dGamma, dBeta) = b.backward(s, input: input, stats, needInput: needInput)
-                var fGamma = dGamma, fBeta = dBeta
-                var out = RuleOutput()
-                out.weightFeedbackIsFinite = fGamma.multiplyByMagnitude(of: b.weight, scale: scale)
-                out.biasFeedbackIsFinite = fBeta.multiplyByMagnitude(of: b.bias, scale: scale)
-                out.weightFeedback = fGamma
-                out.biasFeedback = fBeta
-                if var back {
-                    back.multiplyElementwise(by: input)
-                    out.inputFeedback = back
-                }
-                collect(out)
+                collect(Self.normalizationOutput(back: back, dGamma: dGamma, dBeta: dBeta, gamma: b.weight, beta: b.bias, input: input, scale: scale))
             case .sequential(let s):
                 f = backward(s, trace: trace.children[index]![0], feedback: f, prefix: name, computeInput: needInput,
                              parameterScale: scale, layerFeedback: &noLayers, into: &collected)
@@ -154,16 +144,7 @@ public struct FeedbackPropagator: Sendable {
                 let stats = trace.layerNormalization[index]!
                 let s = rulesByPath[name]!.normalizationQuotient(f, output: trace.outputs[index])
                 let (back, dGamma, dBeta) = l.backward(s, input: input, stats, needInput: needInput)
-                var out = RuleOutput()
-                var (fGamma, fBeta) = (dGamma, dBeta)
-                out.weightFeedbackIsFinite = fGamma.multiplyByMagnitude(of: l.weight, scale: scale)
-                out.biasFeedbackIsFinite = fBeta.multiplyByMagnitude(of: l.bias, scale: scale)
-                (out.weightFeedback, out.biasFeedback) = (fGamma, fBeta)
-                if var back {
-                    back.multiplyElementwise(by: input)
-                    out.inputFeedback = back
-                }
-                collect(out)
+                collect(Self.normalizationOutput(back: back, dGamma: dGamma, dBeta: dBeta, gamma: l.weight, beta: l.bias, input: input, scale: scale))
             case .attention(let a):
                 // The rule on the output projection and on the qkv projection; between them the
                 // attention products and the softmax pass the feedback as the gradient (the
@@ -205,6 +186,22 @@ public struct FeedbackPropagator: Sendable {
             }
         }
         return f
+    }
+
+    /// A normalisation's LFP output from its gradient-style backward of `S`: `F(gamma) =
+    /// |gamma| ⊙ dGamma`, `F(beta) = |beta| ⊙ dBeta` (times `scale`), `F_in = back ⊙ x`.
+    static func normalizationOutput(back: Tensor?, dGamma: Tensor, dBeta: Tensor, gamma: Tensor, beta: Tensor, input: Tensor,
+                                    scale: Float) -> RuleOutput {
+        var out = RuleOutput()
+        var (fGamma, fBeta) = (dGamma, dBeta)
+        out.weightFeedbackIsFinite = fGamma.multiplyByMagnitude(of: gamma, scale: scale)
+        out.biasFeedbackIsFinite = fBeta.multiplyByMagnitude(of: beta, scale: scale)
+        (out.weightFeedback, out.biasFeedback) = (fGamma, fBeta)
+        if var back {
+            back.multiplyElementwise(by: input)
+            out.inputFeedback = back
+        }
+        return out
     }
 
     /// The input of affine layer `index` measured from the centre `c` of the activation that

@@ -180,20 +180,11 @@ extension Rule {
     /// |shift|`). Alpha-beta, whose positive and negative parts have no counterpart in the
     /// reference's BatchNorm rule, uses the epsilon quotient with its epsilon there.
     func batchNormQuotient(_ f: Tensor, output y: Tensor, input x: Tensor, norm: BatchNorm, statistics: BatchNorm.Statistics) -> Tensor {
-        switch self {
-        case .zero: return f.zipMap(y) { fj, zj in zj == 0 ? 0 : fj / zj }
-        case .epsilon(let eps), .alphaBeta(_, _, let eps): return Self.epsilonQuotient(f, y, epsilon: eps)
-        case .scaledEpsilon(let k), .thresholdEpsilon(let k):
-            var s = f
-            if case .thresholdEpsilon = self { Self.divideByScaledStabiliser(&s, y, k: k, quadratic: true) }
-            else { Self.divideByScaledStabiliser(&s, y, k: k, quadratic: false) }
-            return s
-        case .zPlusZMinus(let eps):
-            let (scale, shift) = norm.affine(statistics)
-            var d = ChannelKernels.affine(x.magnitude, scale: scale.map(abs), shift: shift.map(abs))
-            d.formZipMap(y) { dj, zj in zj >= 0 ? 1 / (dj + eps) : -1 / (dj + eps) }
-            return f * d
-        }
+        guard case .zPlusZMinus(let eps) = self else { return normalizationQuotient(f, output: y) }
+        let (scale, shift) = norm.affine(statistics)
+        var d = ChannelKernels.affine(x.magnitude, scale: scale.map(abs), shift: shift.map(abs))
+        d.formZipMap(y) { dj, zj in zj >= 0 ? 1 / (dj + eps) : -1 / (dj + eps) }
+        return f * d
     }
 
     /// The feedback of a sum `z = x + y` (a residual add) split in proportion to each operand's
