@@ -28,19 +28,24 @@ import LFPTensor
             let out = dir.appendingPathComponent("o-\(method)-\(mode).safetensors").path
             try runLFP(["propagate", "--model", "cifar-resnet", "--width", "0.25", "--classes", "4", "--checkpoint", weights,
                         "--input", input, "--composite", "epsilon", "--feedback", "softmax", "--method", method, "--mode", mode,
-                        "--output", out, "--threads", "1"])
+                        "--output", out])
             let written = try SafeTensors.read(out).tensors
             let expected = try Inspection.propagate(model: model, input: x, labels: [3, 1], method: Inspection.Method(rawValue: method)!,
                                                     composite: .uniform(.epsilon), feedback: .softmax, training: mode == "train")
             #expect(Set(written.keys) == Set(expected.map(\.name)), "\(method) \(mode)")
+            // (Not bit-exact: tests run concurrently and may change the process's thread count,
+            // which changes the order of parallel sums.)
             for (name, value) in expected {
-                #expect(written[name]?.values == value.storage, "\(method) \(mode) \(name)")
+                let got = written[name]?.values ?? []
+                let scale = value.storage.map { abs(Double($0)) }.max() ?? 0
+                let worst = zip(got, value.storage).map { abs(Double($0) - Double($1)) }.max() ?? 0
+                #expect(got.count == value.count && worst <= 1e-5 * max(scale, 1e-30), "\(method) \(mode) \(name): \(worst) of \(scale)")
             }
             let prefix = method == "lfp" ? "feedback." : "gradient."
             #expect(written.keys.filter { $0.hasPrefix(prefix) }.count == model.namedParameters.count)
             #expect(written.keys.contains { $0.hasPrefix("running.") } == (mode == "train"))
         }
-        // Bad inputs: no labels; a label outside the classes; a checkpoint of another model.
+        // Bad inputs (in a subprocess): no labels; a label outside the classes; a checkpoint of another model.
         let noLabels = dir.appendingPathComponent("nolabels.safetensors").path
         try Self.write([("input", x)], to: noLabels)
         let badLabel = dir.appendingPathComponent("badlabel.safetensors").path
@@ -65,7 +70,7 @@ import LFPTensor
         let weights = dir.appendingPathComponent("pretrained.safetensors").path
         try Checkpoint.save(pretrained, to: weights)
         let common = ["train", "--model", "cifar-resnet", "--width", "0.25", "--init", weights, "--epochs", "1", "--train-limit", "64",
-                      "--test-limit", "32", "--batch-size", "16", "--quiet", "--threads", "1"]
+                      "--test-limit", "32", "--batch-size", "16", "--quiet"]
         if let exe = lfpExecutable() {
             let r = try runProcess(exe, common + ["--output", dir.appendingPathComponent("refused").path])
             #expect(r.status != 0 && r.stderr.contains("pass --classes N"), "\(r.stderr)")
