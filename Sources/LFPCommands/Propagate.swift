@@ -27,6 +27,7 @@ struct Propagate: ParsableCommand {
     @Option(help: "Feedback function: \(FeedbackFunction.names.joined(separator: ", ")).") var feedback = "softmax"
     @Option(help: "lfp or gradient.") var method = "lfp"
     @Option(help: "eval (BatchNorm on running statistics) or train (batch statistics; dropout active).") var mode = "eval"
+    @Option(help: "Transformers: gradient (attention and adds as lfprop computes them) or attnlrp (lxt's AttnLRP rules).") var attentionRules = "gradient"
     @Option(help: "Seed of the initialisation (without --checkpoint) and of dropout masks.") var seed: UInt64 = 0
     @Option(help: "BLAS threads (default: all cores).") var threads: Int?
 
@@ -36,6 +37,9 @@ struct Propagate: ParsableCommand {
         guard classes >= 1 else { throw ValidationError("--classes must be at least 1, got \(classes)") }
         guard Inspection.Method(rawValue: method) != nil else { throw ValidationError("unknown --method '\(method)'; valid: lfp, gradient") }
         guard ["eval", "train"].contains(mode) else { throw ValidationError("unknown --mode '\(mode)'; valid: eval, train") }
+        guard PropagationOptions.AttentionRules(rawValue: attentionRules) != nil else {
+            throw ValidationError("unknown --attention-rules '\(attentionRules)'; valid: gradient, attnlrp")
+        }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
     }
 
@@ -62,7 +66,8 @@ struct Propagate: ParsableCommand {
             let signals = try Inspection.propagate(
                 model: model, input: Tensor(shape: x.shape, storage: x.values), labels: labels,
                 method: Inspection.Method(rawValue: method)!, composite: try Composite.preset(named: composite),
-                feedback: try FeedbackFunction.named(feedback), training: mode == "train", seed: seed)
+                feedback: try FeedbackFunction.named(feedback), training: mode == "train",
+                options: PropagationOptions(attentionRules: PropagationOptions.AttentionRules(rawValue: attentionRules)!), seed: seed)
             try SafeTensors.write(signals.map { TensorRecord(name: $0.name, shape: $0.value.shape, values: $0.value.storage) },
                                   metadata: ["lfp.model": modelOptions.model, "lfp.method": method, "lfp.mode": mode, "lfp.composite": composite,
                                              "lfp.feedback": feedback],

@@ -111,6 +111,7 @@ struct Train: ParsableCommand {
     @Option(name: .customLong("init"), help: "Start from a pretrained state dict (safetensors with PyTorch's names, e.g. a torchvision ResNet) and fine-tune it.") var initFrom: String?
     @Option(help: "Classes of the model's output (default: the dataset's). With --init, a classifier head of another size is replaced by a fresh one of this size.") var classes: Int?
     @Option(help: "Parameters not to train, comma-separated: names, prefixes (conv1,bn1,layer1) or globs (*.bn*.weight).") var freeze: String?
+    @Option(help: "ViTs under LFP: gradient (attention and adds as lfprop computes them) or attnlrp (lxt's AttnLRP rules).") var attentionRules = "gradient"
 
     var resuming: Bool { resume != nil }
 
@@ -148,6 +149,7 @@ struct Train: ParsableCommand {
         if let initFrom { a += ["--init", URL(fileURLWithPath: initFrom).standardizedFileURL.path] }
         if let classes { a += ["--classes", "\(classes)"] }
         if let freeze { a += ["--freeze", freeze] }
+        a += ["--attention-rules", attentionRules]
         if nesterov { a.append("--nesterov") }
         if backwardNormalization { a.append("--backward-normalization") }
         a.append(centredInputs ? "--centred-inputs" : "--no-centred-inputs")
@@ -216,6 +218,9 @@ struct Train: ParsableCommand {
         if let n = checkpointEvery, n < 1 { throw ValidationError("--checkpoint-every must be at least 1") }
         if let n = stopAfter, n < 1 { throw ValidationError("--stop-after must be at least 1") }
         if let n = classes, n < 1 { throw ValidationError("--classes must be at least 1") }
+        guard PropagationOptions.AttentionRules(rawValue: attentionRules) != nil else {
+            throw ValidationError("unknown --attention-rules '\(attentionRules)'; valid: gradient, attnlrp")
+        }
         if modelOptions.isSpiking && (initFrom != nil || freeze != nil || classes != nil) {
             throw ValidationError("--init, --classes and --freeze are for the non-spiking models")
         }
@@ -323,7 +328,8 @@ struct Train: ParsableCommand {
             }
             try Distributed.broadcastParameters(&model, comm)
             let options = PropagationOptions(reduction: reductionValue, backwardNormalization: backwardNormalization,
-                                             centredInputs: centredInputs)
+                                             centredInputs: centredInputs,
+                                             attentionRules: PropagationOptions.AttentionRules(rawValue: attentionRules)!)
             var trainer = try Trainer(model: model, optimizer: optimizerValue,
                                       method: method == "lfp" ? .lfp : .gradient(.softmaxCrossEntropy),
                                       composite: try Composite.preset(named: composite), feedback: try FeedbackFunction.named(feedback),

@@ -138,4 +138,21 @@ import LFPTensor
         let renamed = try HuggingFaceViT.timmNames(file.filter { $0.key != "input" && $0.key != "logits" }, file: "hf")
         #expect(Set(renamed.keys) == Set(model.stateDict.map(\.name)))
     }
+
+    /// The same ViT with the AttnLRP rules lxt would apply if lfprop kept its traced graph
+    /// (`scripts/reference/vit_attnlrp_fixtures.py`, ATTNLRP-NOTES.md): `attentionRules: .attnLRP`.
+    @Test func matchesAttnLRPOnViT() throws {
+        let file = try Self.load("vit_attnlrp_eval")
+        var model = VisionTransformer.make(inputShape: [3, 8, 8], patch: 4, dimension: 8, depth: 2, heads: 2, classes: 10, seed: 0)
+        for (key, record) in file where key.hasPrefix("state.") { model.setParameter(String(key.dropFirst("state.".count)), Self.tensor(record)) }
+        let x = Self.tensor(try #require(file["input"]))
+        let labels = try #require(file["labels"]).values.map { Int($0) }
+        let lfp = Dictionary(uniqueKeysWithValues: try Inspection.propagate(
+            model: model, input: x, labels: labels, method: .lfp, composite: .uniform(.epsilon(1)), feedback: .softmax, training: false,
+            options: .init(attentionRules: .attnLRP)).map { ($0.name, $0.value) })
+        Self.expectMatch(lfp["logits"], try #require(file["logits"]), "attnlrp logits")
+        let feedbackNames = file.keys.filter { $0.hasPrefix("feedback.") }.sorted()
+        #expect(feedbackNames.count == model.namedParameters.count - 2)
+        for key in feedbackNames { Self.expectMatch(lfp[key], file[key]!, "attnlrp \(key)", relative: true) }
+    }
 }

@@ -300,6 +300,48 @@ public struct MultiheadAttention: Sendable, Equatable {
         return dqkv
     }
 
+    /// AttnLRP (lxt's function rules, ATTNLRP-NOTES.md) from the feedback at the context to
+    /// `qkv`'s output: the epsilon rule on `A v` and on `(q * scale) k^T` with the feedback split
+    /// evenly between the operands (`S = R / (2 z + 1e-8)`, `R_a = a (S b^T)`, `R_b = b (a^T S)`),
+    /// the softmax rule `R_x = x (R - p sum_j R)`, and `q * scale` as the gradient (`R_q = scale R_qs`).
+    func attnLRPBackward(_ rContext: Tensor, record: Record) -> Tensor {
+        let eps: Float = 1e-8
+        var dqkv = Tensor(shape: record.qkv.shape)
+        var so = rContext
+        so.formZipMap(record.context) { r, o in r / (2 * o + eps) }
+        var rA = contextBackward(so, record: record, into: &dqkv)  // S_o v^T, and A^T S_o into the v columns
+        rA.formZipMap(record.probabilities, *)
+        // softmax: R_x = x (R - p sum_j R), x the scores
+        let t = record.context.shape[1]
+        var rScores = rA
+        rScores.storage.withUnsafeMutableBufferPointer { pr in
+            record.probabilities.storage.withUnsafeBufferPointer { pp in
+                record.scores.storage.withUnsafeBufferPointer { px in
+                    for row in 0..<(pr.count / max(1, t)) {
+                        var sum: Float = 0
+                        for k in 0..<t { sum += pr[row * t + k] }
+                        for k in 0..<t { pr[row * t + k] = px[row * t + k] * (pr[row * t + k] - pp[row * t + k] * sum) }
+                    }
+                }
+            }
+        }
+        var ss = rScores
+        ss.formZipMap(record.scores) { r, z in r / (2 * z + eps) }
+        scoresBackward(ss, record: record, into: &dqkv)  // scale S_s k (q columns), S_s^T (q scale) (k columns)
+        // R_q = scale q (scale S_s k)/scale... = scale * q * dq; R_k = k * dk; R_v = v * dv.
+        let d = dimension, s = scale
+        dqkv.storage.withUnsafeMutableBufferPointer { pd in
+            record.qkv.storage.withUnsafeBufferPointer { pq in
+                for row in 0..<(pd.count / (3 * d)) {
+                    let base = row * 3 * d
+                    for c in 0..<d { pd[base + c] *= s * pq[base + c] }
+                    for c in d..<(3 * d) { pd[base + c] *= pq[base + c] }
+                }
+            }
+        }
+        return dqkv
+    }
+
     /// Gradient backward: parameter gradients (`qkv.weight`, ..., local names) and `dL/dx`.
     func backward(_ dy: Tensor, input x: Tensor, record: Record, needInput: Bool) -> (input: Tensor?, parameters: [(String, Tensor)]) {
         let projMap = AffineMap(.linear(proj), inputShape: record.context.shape)!
@@ -368,6 +410,11 @@ public struct TokenEmbedding: Sendable, Equatable {
             }
         }
         return y
+    }
+
+    /// The position embeddings repeated for a batch: `[N, 1 + h*w, D]`.
+    func positions(batch n: Int) -> Tensor {
+        Tensor(shape: [n] + positions.shape.dropFirst(), storage: Array([[Float]](repeating: positions.storage, count: n).joined()))
     }
 
     /// `[class token, patch tokens] + positions`.

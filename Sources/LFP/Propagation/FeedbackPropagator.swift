@@ -15,14 +15,30 @@ public struct PropagationOptions: Sendable {
     /// the others, which are unchanged), the rest `c * sum_i w_ij` joining the bias as a fixed
     /// reference that receives no feedback (docs/MATH-ACTIVATIONS.md).
     public var centredInputs = false
+    /// How feedback crosses a transformer's attention products, softmax and unowned adds
+    /// (docs/MATH-MODELS.md section 5).
+    public var attentionRules: AttentionRules = .gradient
+
+    /// The two behaviours of the reference implementation's ViT composite.
+    public enum AttentionRules: String, Sendable, CaseIterable {
+        /// As lfprop computes: the attention products, the softmax and the residual adds carry
+        /// the feedback as the gradient does (its AttnLRP function rules never run).
+        case gradient
+        /// AttnLRP, as lxt's function rules compute when they do run: the epsilon rule on both
+        /// attention products with the feedback split evenly between the operands, the softmax
+        /// rule `x (R - p sum R)`, proportional shares at the residual adds and at `+ pos_embed`.
+        case attnLRP = "attnlrp"
+    }
 
     public init(reduction: Reduction = .sum, backwardNormalization: Bool = false,
-                computeInputFeedback: Bool = false, recordLayerFeedback: Bool = false, centredInputs: Bool = false) {
+                computeInputFeedback: Bool = false, recordLayerFeedback: Bool = false, centredInputs: Bool = false,
+                attentionRules: AttentionRules = .gradient) {
         self.reduction = reduction
         self.backwardNormalization = backwardNormalization
         self.computeInputFeedback = computeInputFeedback
         self.recordLayerFeedback = recordLayerFeedback
         self.centredInputs = centredInputs
+        self.attentionRules = attentionRules
     }
 }
 
@@ -130,7 +146,14 @@ public struct FeedbackPropagator: Sendable {
                 let children = trace.children[index]!
                 let sum = trace.residualSums[index]!
                 let sideInput = r.shortcut == nil ? input : children[1].output
-                let (toMain, toSide) = r.splitsFeedback ? Rule.splitSum(f, sum: sum, children[0].output, sideInput, rule: composite.defaultRule) : (f, f)
+                let (toMain, toSide): (Tensor, Tensor)
+                if r.splitsFeedback {
+                    (toMain, toSide) = Rule.splitSum(f, sum: sum, children[0].output, sideInput, rule: composite.defaultRule)
+                } else if options.attentionRules == .attnLRP {
+                    (toMain, toSide) = Rule.proportionalShares(f, children[0].output, sideInput)
+                } else {
+                    (toMain, toSide) = (f, f)
+                }
                 let fromMain = backward(r.main, trace: children[0], feedback: toMain, prefix: name, computeInput: needInput,
                                         parameterScale: scale, layerFeedback: &noLayers, into: &collected)
                 let fromSide = r.shortcut.map {
@@ -153,7 +176,8 @@ public struct FeedbackPropagator: Sendable {
                 let rule = rulesByPath[name]!
                 let projOut = rule.apply(AffineMap(.linear(a.proj), inputShape: record.context.shape)!, input: record.context,
                                          output: trace.outputs[index], feedback: f, needInput: true, parameterScale: scale)
-                let dqkv = a.innerBackward(projOut.inputFeedback!, record: record)
+                let dqkv = options.attentionRules == .attnLRP ? a.attnLRPBackward(projOut.inputFeedback!, record: record)
+                                                                : a.innerBackward(projOut.inputFeedback!, record: record)
                 let qkvOut = rule.apply(AffineMap(.linear(a.qkv), inputShape: input.shape)!, input: input, output: record.qkv,
                                         feedback: dqkv, needInput: needInput, parameterScale: scale)
                 for (local, out) in [("proj", projOut), ("qkv", qkvOut)] {
@@ -167,7 +191,14 @@ public struct FeedbackPropagator: Sendable {
             case .tokens(let t):
                 // The class token and position embeddings receive no feedback (no rule owns them in
                 // the reference); the patch tokens' feedback returns to the patch grid.
-                if needInput { f = t.imageLayout(TokenEmbedding.dropClassToken(f), like: input) }
+                if needInput {
+                    if options.attentionRules == .attnLRP {
+                        // `tokens + pos_embed` shares the feedback in proportion; the positions' share is dropped.
+                        let tokens = t.withClassToken(input)
+                        f = Rule.proportionalShares(f, tokens, t.positions(batch: input.shape[0])).0
+                    }
+                    f = t.imageLayout(TokenEmbedding.dropClassToken(f), like: input)
+                }
             case .classToken:
                 f = TokenEmbedding.atFirstToken(f, shape: input.shape)
             case .maxPool2d(let p):

@@ -20,7 +20,8 @@ public enum Inspection {
     ///   `feedback.<name>` or `gradient.<name>` for every parameter, and `running.<name>` for
     ///   every buffer in training mode.
     public static func propagate(model: Sequential, input: Tensor, labels: [Int], method: Method, composite: Composite,
-                                 feedback: FeedbackFunction, training: Bool, seed: UInt64 = 0) throws(LFPError) -> [(name: String, value: Tensor)] {
+                                 feedback: FeedbackFunction, training: Bool, options: PropagationOptions = .init(),
+                                 seed: UInt64 = 0) throws(LFPError) -> [(name: String, value: Tensor)] {
         var rng = SeededRandom(seed: seed)
         let trace = model.trace(input, training: training, rng: &rng)
         let logits = trace.output
@@ -28,7 +29,7 @@ public enum Inspection {
         switch method {
         case .lfp:
             let reward = feedback(logits: logits, labels: labels)
-            let signals = try FeedbackPropagator(model: model, composite: composite).propagate(model: model, trace: trace, feedback: reward)
+            let signals = try FeedbackPropagator(model: model, composite: composite, options: options).propagate(model: model, trace: trace, feedback: reward)
             result.append(("reward", reward))
             result += model.parameterNames.compactMap { name in signals.parameters[name].map { ("feedback." + name, $0) } }
         case .gradient:

@@ -160,6 +160,20 @@ extension Rule {
         return s
     }
 
+    /// lxt's `add2` rule (AttnLRP) for `z = u + w`: `f_u = u F / (u + w + 1e-8)`, the same for `w`
+    /// (a plain `+ 1e-8`, no sign, as lxt).
+    static func proportionalShares(_ f: Tensor, _ u: Tensor, _ w: Tensor) -> (Tensor, Tensor) {
+        var s = f
+        s.storage.withUnsafeMutableBufferPointer { ps in
+            u.storage.withUnsafeBufferPointer { pu in
+                w.storage.withUnsafeBufferPointer { pw in
+                    for i in ps.indices { ps[i] /= pu[i] + pw[i] + 1e-8 }
+                }
+            }
+        }
+        return (s * u, s * w)
+    }
+
     /// `S = F / stab(y)` at a LayerNorm's output `y`: the rule's stabiliser where it depends on
     /// `y` alone (LFP-0, epsilon, scaled and threshold epsilon); alpha-beta and z+z- use the
     /// epsilon quotient with their epsilon there.
