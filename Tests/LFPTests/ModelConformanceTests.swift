@@ -67,14 +67,15 @@ import LFPTensor
         for key in file.keys.sorted() where key.hasPrefix("gradient.") { Self.expectMatch(gradient[key], file[key]!, "\(name) \(key)") }
     }
 
-    /// Opt-in (the weights are 47-100 MB, not committed): torchvision ResNets' state dicts load
-    /// by their own names and give torchvision's eval-mode logits. `LFP_TORCHVISION_DIR` holds
-    /// `resnet18/34/50.safetensors` written by `scripts/reference/torchvision_resnet.py`.
+    /// Opt-in (the weights are 47-550 MB, not committed): torchvision ResNets' and VGG-16-BN's
+    /// state dicts load by their own names and give torchvision's eval-mode logits.
+    /// `LFP_TORCHVISION_DIR` holds `resnet18/34/50.safetensors` and `vgg16_bn.safetensors` written
+    /// by `scripts/reference/torchvision_models.py`.
     @Test func torchvisionStateDictsGiveTorchvisionLogits() throws {
         guard let dir = ProcessInfo.processInfo.environment["LFP_TORCHVISION_DIR"], !dir.isEmpty else { return }
         var checked = 0
-        for name in ["resnet18", "resnet34", "resnet50"] {
-            let path = dir + "/\(name).safetensors"
+        for name in ["resnet18", "resnet34", "resnet50", "vgg16-bn"] {
+            let path = dir + "/\(name.replacingOccurrences(of: "-", with: "_")).safetensors"
             guard FileManager.default.fileExists(atPath: path) else { continue }
             let file = try SafeTensors.read(path).tensors
             var model = try ModelZoo.make(name, .init(inputShape: [3, 64, 64], classes: 1000), seed: 0)
@@ -88,7 +89,7 @@ import LFPTensor
             Self.expectMatch(logits, try #require(file["logits"]), "\(name) logits")
             checked += 1
         }
-        #expect(checked > 0, "LFP_TORCHVISION_DIR=\(dir) holds no resnet18/34/50.safetensors")
+        #expect(checked > 0, "LFP_TORCHVISION_DIR=\(dir) holds no resnet18/34/50.safetensors or vgg16_bn.safetensors")
     }
 
     /// The reference's LFP on a tiny ViT in timm's layout (`scripts/reference/vit_fixtures.py`;

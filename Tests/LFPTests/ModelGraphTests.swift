@@ -226,4 +226,28 @@ import LFPTensor
         #expect(try tiny.outputShape(input: [2, 3, 224, 224]) == [2, 1000])
         #expect(try ModelZoo.make("vit-small", config, seed: 0).parameterCount == 22_050_664)
     }
+
+    /// torchvision's vgg16_bn names and indices (`features.0` conv, `.1` BatchNorm, `.6` max-pool
+    /// ... `features.41` the last BatchNorm, `classifier.6` the head); at width 1 it has
+    /// torchvision's 138,365,992 parameters (counted from the shapes here, at width 1/8 for speed).
+    @Test func vgg16BNHasTorchvisionNames() throws {
+        let model = try ModelZoo.make("vgg16-bn", .init(inputShape: [3, 32, 32], classes: 10, dropout: 0.5, width: 0.125), seed: 0)
+        for name in ["features.0.weight", "features.0.bias", "features.1.running_var", "features.7.weight", "features.41.num_batches_tracked",
+                     "classifier.0.weight", "classifier.3.weight", "classifier.6.bias"] {
+            #expect(model.parameter(name) != nil, "\(name)")
+        }
+        #expect(model.parameter("features.6.weight") == nil)  // features.6 is a max-pool
+        #expect(model.parameter("classifier.0.weight")?.shape == [512, 64 * 49])
+        #expect(try model.outputShape(input: [2, 3, 32, 32]) == [2, 10])
+        // torchvision's count at width 1, from the same plan: convolutions + BatchNorm + classifier.
+        let plan = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+        var count = 0, channels = 3
+        for c in plan { count += c * channels * 9 + c + 2 * c; channels = c }
+        count += 512 * 49 * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 * 1000 + 1000
+        #expect(count == 138_365_992)
+        var small = 0; channels = 3
+        for c in plan.map({ max(1, Int((Float($0) * 0.125).rounded())) }) { small += c * channels * 9 + c + 2 * c; channels = c }
+        small += 64 * 49 * 512 + 512 + 512 * 512 + 512 + 512 * 10 + 10
+        #expect(model.parameterCount == small)
+    }
 }

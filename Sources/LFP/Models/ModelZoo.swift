@@ -5,7 +5,7 @@ import LFPTensor
 public enum ModelZoo {
     /// Names accepted by `make(_:)`.
     public static let names = ["mlp", "lenet", "vgg16", "vgg-like", "toy", "mlp3072", "lenet3x32", "lenet1x28",
-                               "cifar-resnet", "resnet18", "resnet34", "resnet50", "vit-tiny", "vit-small", "vit-base"]
+                               "cifar-resnet", "resnet18", "resnet34", "resnet50", "vgg16-bn", "vit-tiny", "vit-small", "vit-base"]
 
     /// What a model is built for.
     public struct Configuration: Sendable {
@@ -56,6 +56,13 @@ public enum ModelZoo {
         }
         let model: Sequential
         switch name.lowercased() {
+        case "vgg16-bn":
+            guard config.inputShape.count == 3, config.inputShape[1] >= 32, config.inputShape[2] >= 32 else {
+                throw .invalidConfiguration("vgg16-bn needs image input [C, H, W] of at least 32x32, got \(config.inputShape)")
+            }
+            guard config.activation == .relu, config.noise == 0 else { throw .invalidConfiguration("vgg16-bn is torchvision's: ReLU, no noise") }
+            model = VGG.vgg16BN(inputChannels: config.inputShape[0], classes: config.classes, width: config.width,
+                                dropout: config.dropout, seed: seed)
         case "vit-tiny", "vit-small", "vit-base":
             guard config.inputShape.count == 3, config.patch >= 1, config.inputShape[1] >= config.patch, config.inputShape[2] >= config.patch else {
                 throw .invalidConfiguration("\(name) needs image input [C, H, W] of at least one \(config.patch)x\(config.patch) patch, got \(config.inputShape) (set the patch size)")

@@ -92,3 +92,40 @@ public enum ResNet {
         }
     }
 }
+
+/// torchvision's `vgg16_bn`: `features.<i>` (3x3 convolutions with bias, BatchNorm, ReLU; max-pools),
+/// `avgpool` (adaptive, 7x7), `classifier.<i>` (Linear 4096, ReLU, Dropout, Linear 4096, ReLU,
+/// Dropout, Linear), with torchvision's indices, so its `state_dict` loads without renaming.
+public enum VGG {
+    /// VGG-16 with BatchNorm; `width` scales the channels and the classifier's hidden size.
+    /// Initialisation as torchvision: convolutions Kaiming-normal (fan-out), biases 0,
+    /// BatchNorm 1 and 0, Linear N(0, 0.01) with biases 0.
+    public static func vgg16BN(inputChannels: Int, classes: Int, width: Float = 1, dropout: Float = 0.5, seed: UInt64) -> Sequential {
+        var rng = SeededRandom(seed: seed)
+        func scaled(_ c: Int) -> Int { max(1, Int((Float(c) * width).rounded())) }
+        let plan: [Int?] = [64, 64, nil, 128, 128, nil, 256, 256, 256, nil, 512, 512, 512, nil, 512, 512, 512, nil]
+        var features: [(String, Layer)] = []
+        var channels = inputChannels
+        for entry in plan {
+            guard let c = entry.map(scaled) else {
+                features.append(("\(features.count)", .maxPool2d(MaxPool2d(kernel: 2))))
+                continue
+            }
+            let w = Tensor.normal([c, channels, 3, 3], std: (2 / Float(c * 9)).squareRoot(), rng: &rng)
+            features.append(("\(features.count)", .conv2d(Conv2d(weight: w, bias: Tensor(shape: [c]), padding: (1, 1)))))
+            features.append(("\(features.count)", .batchNorm(BatchNorm(features: c))))
+            features.append(("\(features.count)", .activation(.relu)))
+            channels = c
+        }
+        let hidden = scaled(4096)
+        func linear(_ i: Int, _ o: Int) -> Layer { .linear(Linear(weight: .normal([o, i], std: 0.01, rng: &rng), bias: Tensor(shape: [o]))) }
+        let classifier: [(String, Layer)] = [
+            ("0", linear(channels * 49, hidden)), ("1", .activation(.relu)), ("2", .dropout(p: dropout)),
+            ("3", linear(hidden, hidden)), ("4", .activation(.relu)), ("5", .dropout(p: dropout)),
+            ("6", linear(hidden, classes)),
+        ]
+        return Sequential(named: [("features", .sequential(Sequential(named: features))),
+                                  ("avgpool", .adaptiveAvgPool2d(AdaptiveAvgPool2d(outputSize: (7, 7)))), ("flatten", .flatten),
+                                  ("classifier", .sequential(Sequential(named: classifier)))])
+    }
+}

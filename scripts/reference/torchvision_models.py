@@ -1,8 +1,8 @@
-"""A torchvision ResNet's state dict, an input batch and torchvision's eval-mode logits, for the
+"""A torchvision model's (ResNet, VGG-16-BN) state dict, an input batch and its eval-mode logits, for the
 opt-in test that loading torchvision weights gives torchvision's outputs (ModelConformanceTests,
 `LFP_TORCHVISION_DIR=DIR swift test --filter torchvision`, DIR holding NAME.safetensors).
 
-    .reference-venv/bin/python scripts/reference/torchvision_resnet.py resnet18 DIR/resnet18.safetensors
+    .reference-venv/bin/python scripts/reference/torchvision_models.py resnet18 DIR/resnet18.safetensors
 
 The file (47 MB for resnet18) is not committed. Weights: torchvision's initialisation (seed 0) with
 BatchNorm affine parameters and running statistics randomised, so that eval mode is not the identity.
