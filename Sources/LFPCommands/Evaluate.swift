@@ -24,17 +24,7 @@ struct Evaluate: ParsableCommand {
             let std = meta["lfp.normalization_std"]?.split(separator: ",").compactMap { Float($0) }
             let stats = (mean != nil && std != nil) ? (mean!, std!) : trainSet.channelStatistics()
             testSet = try testSet.normalized(mean: stats.0, std: stats.1)
-            var options = try ModelOptions.parse([])
-            options.model = model ?? meta["lfp.model"] ?? "lenet"
-            options.activation = meta["lfp.activation"] ?? "relu"
-            options.width = meta["lfp.width"].flatMap(Float.init) ?? 1
-            options.patch = meta["lfp.patch"].flatMap(Int.init) ?? options.patch
-            options.noise = meta["lfp.noise"].flatMap(Float.init) ?? 0
-            options.timesteps = meta["lfp.timesteps"].flatMap(Int.init) ?? options.timesteps
-            options.beta = meta["lfp.beta"].flatMap(Float.init) ?? options.beta
-            options.threshold = meta["lfp.threshold"].flatMap(Float.init) ?? options.threshold
-            options.reset = meta["lfp.reset"] ?? options.reset
-            try options.validateValues()
+            let options = try ModelOptions.recorded(in: meta, model: model)
             let classes = meta["lfp.classes"].flatMap(Int.init) ?? testSet.classCount
             let accuracy: Double
             if options.isSpiking {

@@ -120,12 +120,7 @@ public struct Explain: ParsableCommand {
             let stats = (mean != nil && std != nil && !mean!.isEmpty) ? (mean!, std!) : trainSet.channelStatistics()
             let testSet = try loadedTest.normalized(mean: stats.0, std: stats.1)
             guard start < testSet.count else { throw ValidationFailure("--start \(start) is beyond the \(testSet.count) test samples") }
-            var options = try ModelOptions.parse([])
-            options.model = model ?? meta["lfp.model"] ?? "lenet"
-            options.activation = meta["lfp.activation"] ?? "relu"
-            options.width = meta["lfp.width"].flatMap(Float.init) ?? 1
-            options.noise = meta["lfp.noise"].flatMap(Float.init) ?? 0
-            try options.validateValues()
+            let options = try ModelOptions.recorded(in: meta, model: model)
             let classes = meta["lfp.classes"].flatMap(Int.init) ?? testSet.classCount
             var net = try options.build(inputShape: testSet.sampleShape, classes: classes, seed: 0)
             try Checkpoint.restore(&net, from: checkpoint)

@@ -60,6 +60,23 @@ struct ModelOptions: ParsableArguments {
                                        dropout: dropout, width: width, noise: noise ?? 0, patch: patch), seed: seed)
     }
 
+    /// The options a checkpoint's metadata records (written by `lfp train`), the model name
+    /// overridable; for commands that rebuild a trained model (`evaluate`, `explain`).
+    static func recorded(in meta: [String: String], model override: String? = nil) throws -> ModelOptions {
+        var options = try ModelOptions.parse([])
+        options.model = override ?? meta["lfp.model"] ?? "lenet"
+        options.activation = meta["lfp.activation"] ?? "relu"
+        options.width = meta["lfp.width"].flatMap(Float.init) ?? 1
+        options.noise = meta["lfp.noise"].flatMap(Float.init) ?? 0
+        options.patch = meta["lfp.patch"].flatMap(Int.init) ?? options.patch
+        options.timesteps = meta["lfp.timesteps"].flatMap(Int.init) ?? options.timesteps
+        options.beta = meta["lfp.beta"].flatMap(Float.init) ?? options.beta
+        options.threshold = meta["lfp.threshold"].flatMap(Float.init) ?? options.threshold
+        options.reset = meta["lfp.reset"] ?? options.reset
+        try options.validateValues()
+        return options
+    }
+
     var metadata: [String: String] {
         ["lfp.model": model, "lfp.activation": activation, "lfp.dropout": "\(dropout)", "lfp.width": "\(width)", "lfp.noise": "\(noise ?? 0)",
          "lfp.patch": "\(patch)",

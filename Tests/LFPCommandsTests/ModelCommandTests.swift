@@ -91,6 +91,21 @@ import LFPTensor
         #expect(throws: (any Error).self) { try runLFP(common + ["--classes", "10", "--freeze", "nonexistent", "--output", out.path + "2"]) }
     }
 
+    /// A ViT trained with a non-default patch size is rebuilt from its checkpoint's metadata by
+    /// `evaluate` and `explain` (the patch size is recorded).
+    @Test func vitCheckpointIsRebuiltFromItsMetadata() throws {
+        let dir = temporaryDirectory("vit")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try runLFP(["train", "--model", "vit-tiny", "--patch", "7", "--width", "0.25", "--epochs", "1", "--train-limit", "64",
+                    "--test-limit", "16", "--batch-size", "16", "--quiet", "--output", dir.path])
+        let checkpoint = dir.appendingPathComponent("model.safetensors").path
+        #expect(try Checkpoint.metadata(at: checkpoint)["lfp.patch"] == "7")
+        try runLFP(["evaluate", "--checkpoint", checkpoint])
+        try runLFP(["explain", "--checkpoint", checkpoint, "--count", "1", "--composite", "epsilon:1",
+                    "--output", dir.appendingPathComponent("explain").path])
+        #expect(FileManager.default.fileExists(atPath: dir.appendingPathComponent("explain/heatmaps.svg").path))
+    }
+
     @Test func patternsSelectByNamePrefixAndGlob() {
         #expect(ParameterPattern("layer1").matches("layer1.0.conv1.weight"))
         #expect(!ParameterPattern("layer1").matches("layer10.0.conv1.weight"))
