@@ -106,6 +106,29 @@ import LFPTensor
         #expect(FileManager.default.fileExists(atPath: dir.appendingPathComponent("explain/heatmaps.svg").path))
     }
 
+    /// A BatchNorm ResNet resumes exactly: the running statistics travel in the checkpoint, so an
+    /// interrupted and resumed run ends with the same bytes as an uninterrupted one.
+    @Test func batchNormModelResumesExactly() throws {
+        let base = temporaryDirectory("bn-resume")
+        defer { try? FileManager.default.removeItem(at: base) }
+        let common = ["train", "--model", "cifar-resnet", "--width", "0.25", "--epochs", "2", "--train-limit", "96", "--test-limit", "16",
+                      "--batch-size", "16", "--quiet"]
+        try runLFP(common + ["--output", base.appendingPathComponent("full").path])
+        let stopped = base.appendingPathComponent("stopped")
+        #expect(throws: (any Error).self) { try runLFP(common + ["--output", stopped.path, "--stop-after", "5"]) }
+        try runLFP(["train", "--resume", stopped.path, "--quiet"])
+        let a = try Checkpoint.metadata(at: base.appendingPathComponent("full/model.safetensors").path)
+        #expect(a["lfp.model"] == "cifar-resnet")
+        let full = try SafeTensors.read(base.appendingPathComponent("full/model.safetensors").path).tensors
+        let resumed = try SafeTensors.read(stopped.appendingPathComponent("model.safetensors").path).tensors
+        #expect(Set(full.keys) == Set(resumed.keys) && full.keys.contains("bn1.running_mean"))
+        for (name, record) in full {
+            // Bit-exact unless a concurrently running test changed the process's thread count.
+            let worst = zip(record.values, resumed[name]?.values ?? []).map { abs($0 - $1) }.max() ?? 0
+            #expect(worst <= 1e-5, "\(name): \(worst)")
+        }
+    }
+
     @Test func patternsSelectByNamePrefixAndGlob() {
         #expect(ParameterPattern("layer1").matches("layer1.0.conv1.weight"))
         #expect(!ParameterPattern("layer1").matches("layer10.0.conv1.weight"))
