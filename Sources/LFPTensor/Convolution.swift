@@ -208,6 +208,29 @@ public enum Convolution {
     /// product per group, the weights packed once, instead of one thin product per sample.
     static func groupSize(_ g: ConvGeometry) -> Int { max(1, 1024 / max(1, g.positions)) }
 
+    /// Runs `body(worker, scratch, samples, first, count)` over groups of up to `groupSize(g)`
+    /// consecutive samples, each worker over its own range `samples` of the batch, with scratch
+    /// for one group's columns and its gathered signal.
+    static func forEachGroup(_ n: Int, _ g: ConvGeometry,
+                             _ body: (_ worker: Int, _ scratch: UnsafeMutablePointer<Float>, _ samples: Range<Int>, _ first: Int, _ count: Int) -> Void) {
+        let (p, o, k) = (g.positions, g.outChannels, g.patchSize)
+        let group = groupSize(g)
+        let scratch = group == 1 ? (isPointwise(g) ? 0 : k * p) : (k + o) * group * p
+        forEachWorker(n, work: workPerSample(g), scratchPerWorker: scratch) { worker, buffer, samples in
+            for first in stride(from: samples.lowerBound, to: samples.upperBound, by: group) {
+                body(worker, buffer, samples, first, min(group, samples.upperBound - first))
+            }
+        }
+    }
+
+    /// The columns `[CKK, count * P]` of `count` consecutive samples starting at `input`, unfolded
+    /// side by side into `buffer`; a single pointwise sample is its own columns.
+    static func columns(_ input: UnsafePointer<Float>, count: Int, _ g: ConvGeometry, _ buffer: UnsafeMutablePointer<Float>) -> UnsafePointer<Float> {
+        if count == 1 && isPointwise(g) { return input }
+        for j in 0..<count { im2col(input + j * g.inputSize, g, buffer + j * g.positions, rowStride: count * g.positions) }
+        return UnsafePointer(buffer)
+    }
+
     /// Copies rows `[rows, p]` of `count` consecutive samples (each `rows * p` floats) side by
     /// side into `[rows, count * p]`.
     static func gather(_ src: UnsafePointer<Float>, rows: Int, p: Int, count: Int, into dst: UnsafeMutablePointer<Float>) {
@@ -223,38 +246,25 @@ public enum Convolution {
         precondition(x.count == n * g.inputSize, "conv input \(x.shape) does not match geometry")
         var y = Tensor(uninitializedShape: [n, g.outChannels, g.outHeight, g.outWidth])
         let (p, o, k) = (g.positions, g.outChannels, g.patchSize)
-        let pointwise = isPointwise(g)
-        let group = groupSize(g)
         let biasValues = bias?.storage
         x.storage.withUnsafeBufferPointer { px in
             w.storage.withUnsafeBufferPointer { pw in
                 y.storage.withUnsafeMutableBufferPointer { py in
                     let (xs, ws, ys) = (px.baseAddress!, pw.baseAddress!, py.baseAddress!)
-                    let scratch = group == 1 ? (pointwise ? 0 : k * p) : (k + o) * group * p
-                    forEachWorker(n, work: workPerSample(g), scratchPerWorker: scratch) { _, buffer, samples in
-                        for first in stride(from: samples.lowerBound, to: samples.upperBound, by: group) {
-                            let count = min(group, samples.upperBound - first), columns = count * p
-                            let input = xs + first * g.inputSize
-                            var col = UnsafePointer(input)
-                            if count > 1 {
-                                for j in 0..<count { im2col(input + j * g.inputSize, g, buffer + j * p, rowStride: columns) }
-                                col = UnsafePointer(buffer)
-                            } else if !pointwise {
-                                im2col(input, g, buffer)
-                                col = UnsafePointer(buffer)
-                            }
-                            // One sample: into the output; a group: into scratch, then scattered.
-                            let out = count > 1 ? buffer + k * columns : ys + first * g.outputSize
-                            if let biasValues {
-                                for c in 0..<o { (out + c * columns).update(repeating: biasValues[c], count: columns) }
-                            }
-                            BLAS.serialGEMM(transposeA: false, transposeB: false, m: o, n: columns, k: k, alpha: 1, a: ws, lda: k,
-                                            b: col, ldb: columns, beta: biasValues == nil ? 0 : 1, c: out, ldc: columns)
-                            if count > 1 {
-                                for j in 0..<count {
-                                    let dst = ys + (first + j) * g.outputSize
-                                    for c in 0..<o { (dst + c * p).update(from: out + c * columns + j * p, count: p) }
-                                }
+                    forEachGroup(n, g) { _, buffer, _, first, count in
+                        let columns = count * p
+                        let col = Self.columns(xs + first * g.inputSize, count: count, g, buffer)
+                        // One sample: into the output; a group: into scratch, then scattered.
+                        let out = count > 1 ? buffer + k * columns : ys + first * g.outputSize
+                        if let biasValues {
+                            for c in 0..<o { (out + c * columns).update(repeating: biasValues[c], count: columns) }
+                        }
+                        BLAS.serialGEMM(transposeA: false, transposeB: false, m: o, n: columns, k: k, alpha: 1, a: ws, lda: k,
+                                        b: col, ldb: columns, beta: biasValues == nil ? 0 : 1, c: out, ldc: columns)
+                        if count > 1 {
+                            for j in 0..<count {
+                                let dst = ys + (first + j) * g.outputSize
+                                for c in 0..<o { (dst + c * p).update(from: out + c * columns + j * p, count: p) }
                             }
                         }
                     }
@@ -272,32 +282,28 @@ public enum Convolution {
         var dx = Tensor(uninitializedShape: [n, g.inChannels, g.inHeight, g.inWidth])
         let (p, o, k) = (g.positions, g.outChannels, g.patchSize)
         let pointwise = isPointwise(g)
-        let group = groupSize(g)
         dy.storage.withUnsafeBufferPointer { pdy in
             w.storage.withUnsafeBufferPointer { pw in
                 dx.storage.withUnsafeMutableBufferPointer { pdx in
                     let (dys, ws, dxs) = (pdy.baseAddress!, pw.baseAddress!, pdx.baseAddress!)
-                    let scratch = group == 1 ? (pointwise ? 0 : k * p) : (k + o) * group * p
-                    forEachWorker(n, work: workPerSample(g), scratchPerWorker: scratch) { _, col, samples in
-                        for first in stride(from: samples.lowerBound, to: samples.upperBound, by: group) {
-                            let count = min(group, samples.upperBound - first), columns = count * p
-                            let out = dxs + first * g.inputSize
-                            if count == 1 {
-                                // Pointwise: the columns are the input itself.
-                                BLAS.serialGEMM(transposeA: true, transposeB: false, m: k, n: p, k: o, alpha: 1, a: ws, lda: k,
-                                                b: dys + first * g.outputSize, ldb: p, beta: 0, c: pointwise ? out : col, ldc: p)
-                                if pointwise { continue }
-                                out.update(repeating: 0, count: g.inputSize)
-                                col2im(col, g, out)
-                                continue
-                            }
-                            let gathered = col + k * columns
-                            gather(dys + first * g.outputSize, rows: o, p: p, count: count, into: gathered)
-                            BLAS.serialGEMM(transposeA: true, transposeB: false, m: k, n: columns, k: o, alpha: 1, a: ws, lda: k,
-                                            b: gathered, ldb: columns, beta: 0, c: col, ldc: columns)
-                            out.update(repeating: 0, count: count * g.inputSize)
-                            for j in 0..<count { col2im(col + j * p, g, out + j * g.inputSize, rowStride: columns) }
+                    forEachGroup(n, g) { _, col, _, first, count in
+                        let columns = count * p
+                        let out = dxs + first * g.inputSize
+                        if count == 1 {
+                            // Pointwise: the columns are the input itself.
+                            BLAS.serialGEMM(transposeA: true, transposeB: false, m: k, n: p, k: o, alpha: 1, a: ws, lda: k,
+                                            b: dys + first * g.outputSize, ldb: p, beta: 0, c: pointwise ? out : col, ldc: p)
+                            if pointwise { return }
+                            out.update(repeating: 0, count: g.inputSize)
+                            col2im(col, g, out)
+                            return
                         }
+                        let gathered = col + k * columns
+                        gather(dys + first * g.outputSize, rows: o, p: p, count: count, into: gathered)
+                        BLAS.serialGEMM(transposeA: true, transposeB: false, m: k, n: columns, k: o, alpha: 1, a: ws, lda: k,
+                                        b: gathered, ldb: columns, beta: 0, c: col, ldc: columns)
+                        out.update(repeating: 0, count: count * g.inputSize)
+                        for j in 0..<count { col2im(col + j * p, g, out + j * g.inputSize, rowStride: columns) }
                     }
                 }
             }
@@ -314,9 +320,7 @@ public enum Convolution {
         let (p, o, k) = (g.positions, g.outChannels, g.patchSize)
         var dw = Tensor(shape: [o, g.inChannels, g.kernelHeight, g.kernelWidth])
         if n == 0 { return dw }
-        let pointwise = isPointwise(g)
-        let group = groupSize(g)
-        let work = workPerSample(g), workers = workerCount(n, work: work)
+        let workers = workerCount(n, work: workPerSample(g))
         // Worker 0 accumulates into dw itself, the others into partial sums.
         var partials = [Float](repeating: 0, count: (workers - 1) * o * k)
         dy.storage.withUnsafeBufferPointer { pdy in
@@ -324,25 +328,17 @@ public enum Convolution {
                 dw.storage.withUnsafeMutableBufferPointer { pdw in
                     partials.withUnsafeMutableBufferPointer { pp in
                         let (dys, xs, dws, ps) = (pdy.baseAddress!, px.baseAddress!, pdw.baseAddress!, pp.baseAddress)
-                        let scratch = group == 1 ? (pointwise ? 0 : k * p) : (k + o) * group * p
-                        forEachWorker(n, work: work, scratchPerWorker: scratch) { worker, buffer, samples in
+                        forEachGroup(n, g) { worker, buffer, samples, first, count in
                             let acc = worker == 0 ? dws : ps! + (worker - 1) * o * k
-                            for first in stride(from: samples.lowerBound, to: samples.upperBound, by: group) {
-                                let count = min(group, samples.upperBound - first), columns = count * p
-                                let input = xs + first * g.inputSize
-                                var col = UnsafePointer(input), signal = dys + first * g.outputSize
-                                if count > 1 {
-                                    for j in 0..<count { im2col(input + j * g.inputSize, g, buffer + j * p, rowStride: columns) }
-                                    col = UnsafePointer(buffer)
-                                    gather(signal, rows: o, p: p, count: count, into: buffer + k * columns)
-                                    signal = UnsafePointer(buffer + k * columns)
-                                } else if !pointwise {
-                                    im2col(input, g, buffer)
-                                    col = UnsafePointer(buffer)
-                                }
-                                BLAS.serialGEMM(transposeA: false, transposeB: true, m: o, n: k, k: columns, alpha: 1, a: signal, lda: columns,
-                                                b: col, ldb: columns, beta: first == samples.lowerBound ? 0 : 1, c: acc, ldc: k)
+                            let columns = count * p
+                            let col = Self.columns(xs + first * g.inputSize, count: count, g, buffer)
+                            var signal = dys + first * g.outputSize
+                            if count > 1 {
+                                gather(signal, rows: o, p: p, count: count, into: buffer + k * columns)
+                                signal = UnsafePointer(buffer + k * columns)
                             }
+                            BLAS.serialGEMM(transposeA: false, transposeB: true, m: o, n: k, k: columns, alpha: 1, a: signal, lda: columns,
+                                            b: col, ldb: columns, beta: first == samples.lowerBound ? 0 : 1, c: acc, ldc: k)
                         }
                         for worker in 1..<max(1, workers) {
                             let partial = ps! + (worker - 1) * o * k

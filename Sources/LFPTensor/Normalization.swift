@@ -66,6 +66,30 @@ public enum ChannelKernels {
         return y
     }
 
+    /// `a * scaleA[c] + b * scaleB[c] + shift[c]` in one pass (BatchNorm's input gradient
+    /// through the batch statistics).
+    public static func combine(_ a: Tensor, scale sa: [Float], _ b: Tensor, scale sb: [Float], shift: [Float]) -> Tensor {
+        let (n, c, p) = layout(a.shape)
+        precondition(b.shape == a.shape && sa.count == c && sb.count == c && shift.count == c, "per-channel combine: shapes differ")
+        var y = Tensor(uninitializedShape: a.shape)
+        a.storage.withUnsafeBufferPointer { pa0 in
+            b.storage.withUnsafeBufferPointer { pb0 in
+                y.storage.withUnsafeMutableBufferPointer { py0 in
+                    let (pa, pb, py) = (pa0.baseAddress, pb0.baseAddress, py0.baseAddress)
+                    Parallel.chunks(n * c, costPerItem: 2 * p) { _, planes in
+                        let (pa, pb, py) = (pa!, pb!, py!)
+                        for plane in planes {
+                            let ch = plane % c, base = plane * p
+                            let (u, v, w) = (sa[ch], sb[ch], shift[ch])
+                            for k in 0..<p { py[base + k] = pa[base + k] * u + pb[base + k] * v + w }
+                        }
+                    }
+                }
+            }
+        }
+        return y
+    }
+
     /// `sum over batch and positions of x * y`, per channel (`y` nil: of `x`); channels split
     /// over the cores, each summed in Double per plane.
     public static func channelSums(_ x: Tensor, times y: Tensor? = nil) -> [Float] {

@@ -100,38 +100,15 @@ public struct BatchNorm: Sendable, Equatable {
             let (_, _, p) = ChannelKernels.layout(x.shape)
             let m = Float(x.shape[0] * p)
             let scale = (0..<c).map { weight.storage[$0] * inverseSigma[$0] }
-            var g = ChannelKernels.affine(dy, scale: scale, shift: nil)
             if stats.fromBatch {
-                // subtract scale * (mean(dy) + xhat * mean(dy * xhat)) per channel
+                // scale * (dy - mean(dy) - xhat * mean(dy * xhat)) per channel, in one pass
                 let shift = (0..<c).map { -scale[$0] * dBeta[$0] / m }
                 let slope = (0..<c).map { -scale[$0] * dGamma[$0] / m }
-                g = g + ChannelKernels.affine(xhat, scale: slope, shift: shift)
+                dx = ChannelKernels.combine(dy, scale: scale, xhat, scale: slope, shift: shift)
+            } else {
+                dx = ChannelKernels.affine(dy, scale: scale, shift: nil)
             }
-            dx = g
         }
         return (dx, Tensor(shape: [c], storage: dGamma), Tensor(shape: [c], storage: dBeta))
-    }
-}
-
-/// A residual block: `activation(main(x) + shortcut(x))`, the shortcut the identity when nil.
-///
-/// Parameter names follow torchvision: the main branch's children are named inside the block
-/// (`conv1`, `bn1`, ...) and the shortcut's under their own prefix (`downsample.0`, ...).
-public struct Residual: Sendable, Equatable {
-    public var main: Sequential
-    public var shortcut: Sequential?
-    /// Applied after the add (ReLU in ResNets); nil for none.
-    public var activation: Activation?
-    /// How LFP passes the feedback of the add to its operands: split in proportion to each
-    /// operand's share (the reference's `Sum` module in its ResNets), or copied to both as the
-    /// gradient is (the reference's plain tensor adds in its Vision Transformers, which no rule
-    /// owns). docs/MATH-MODELS.md section 3.
-    public var splitsFeedback: Bool
-
-    public init(main: Sequential, shortcut: Sequential? = nil, activation: Activation? = .relu, splitsFeedback: Bool = true) {
-        self.main = main
-        self.shortcut = shortcut
-        self.activation = activation
-        self.splitsFeedback = splitsFeedback
     }
 }

@@ -327,6 +327,15 @@ public enum Layer: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// Whether the layer, or any layer inside it (containers), has trainable parameters.
+    public var hasParameters: Bool {
+        switch self {
+        case .sequential(let s): s.layers.contains(where: \.hasParameters)
+        case .residual(let r): r.main.layers.contains(where: \.hasParameters) || (r.shortcut?.layers.contains(where: \.hasParameters) ?? false)
+        default: !parameters.isEmpty
+        }
+    }
+
     /// A leaf layer's buffers (state that is not trained: BatchNorm's running statistics).
     public var buffers: [(name: String, value: Tensor)] {
         if case .batchNorm(let b) = self {

@@ -54,7 +54,7 @@ public struct Sequential: Sendable, Equatable {
             precondition(childNames.count == layers.count, "Sequential has \(layers.count) layers but \(childNames.count) names")
             return childNames[index]
         }
-        return Self.parameterName(layer: index, "").dropLast().description
+        return "layers.\(index)"
     }
 
     /// `a.b`, or either alone when the other is empty (a child with an empty name puts its
@@ -277,15 +277,7 @@ public struct Sequential: Sendable, Equatable {
     }
 
     /// Index of the first layer with parameters: signals below it are never needed for training.
-    public var firstParameterLayer: Int? {
-        layers.firstIndex { layer in
-            switch layer {
-            case .sequential(let s): !s.namedParameters.isEmpty
-            case .residual(let r): !r.main.namedParameters.isEmpty || !(r.shortcut?.namedParameters.isEmpty ?? true)
-            default: !layer.parameters.isEmpty
-            }
-        }
-    }
+    public var firstParameterLayer: Int? { layers.firstIndex(where: \.hasParameters) }
 
     /// Evaluation-mode forward pass (dropout inactive, BatchNorm on its running statistics).
     public func callAsFunction(_ input: Tensor) -> Tensor {

@@ -109,8 +109,11 @@ public struct FeedbackPropagator: Sendable {
                 rulesByPath[name]!.apply(map, input: contributing, output: trace.outputs[index], feedback: f, needInput: needInput,
                                          parameterScale: scale)
             }
-            func collect(_ out: RuleOutput) {
-                let (weightName, biasName) = (Sequential.join(name, "weight"), Sequential.join(name, "bias"))
+            /// Stores a rule's parameter feedback (under `module` inside the layer, for attention's
+            /// projections) and moves on with its input feedback.
+            func collect(_ out: RuleOutput, module: String = "") {
+                let owner = Sequential.join(name, module)
+                let (weightName, biasName) = (Sequential.join(owner, "weight"), Sequential.join(owner, "bias"))
                 if let fw = out.weightFeedback { collected.parameters[weightName] = fw }
                 if let fb = out.biasFeedback { collected.parameters[biasName] = fb }
                 if out.weightFeedbackIsFinite { collected.checkedFinite.insert(weightName) }
@@ -142,7 +145,8 @@ public struct FeedbackPropagator: Sendable {
                              parameterScale: scale, layerFeedback: &noLayers, into: &collected)
             case .residual(let r):
                 // The activation after the add passes feedback unchanged; the add splits it in
-                // proportion to each operand's share of the sum (docs/MATH-MODELS.md).
+                // proportion to each operand's share of the sum (ResNets), or copies it to both as
+                // the gradient does (ViTs), or shares it as AttnLRP (docs/MATH-MODELS.md section 3).
                 let children = trace.children[index]!
                 let sum = trace.residualSums[index]!
                 let sideInput = r.shortcut == nil ? input : children[1].output
@@ -174,20 +178,15 @@ public struct FeedbackPropagator: Sendable {
                 // reference's behaviour, VIT-NOTES.md section e).
                 let record = trace.attention[index]!
                 let rule = rulesByPath[name]!
-                let projOut = rule.apply(AffineMap(.linear(a.proj), inputShape: record.context.shape)!, input: record.context,
+                var projOut = rule.apply(AffineMap(.linear(a.proj), inputShape: record.context.shape)!, input: record.context,
                                          output: trace.outputs[index], feedback: f, needInput: true, parameterScale: scale)
-                let dqkv = options.attentionRules == .attnLRP ? a.attnLRPBackward(projOut.inputFeedback!, record: record)
-                                                                : a.innerBackward(projOut.inputFeedback!, record: record)
-                let qkvOut = rule.apply(AffineMap(.linear(a.qkv), inputShape: input.shape)!, input: input, output: record.qkv,
-                                        feedback: dqkv, needInput: needInput, parameterScale: scale)
-                for (local, out) in [("proj", projOut), ("qkv", qkvOut)] {
-                    let (weightName, biasName) = (Sequential.join(name, local + ".weight"), Sequential.join(name, local + ".bias"))
-                    if let fw = out.weightFeedback { collected.parameters[weightName] = fw }
-                    if let fb = out.biasFeedback { collected.parameters[biasName] = fb }
-                    if out.weightFeedbackIsFinite { collected.checkedFinite.insert(weightName) }
-                    if out.biasFeedbackIsFinite { collected.checkedFinite.insert(biasName) }
-                }
-                if let fi = qkvOut.inputFeedback { f = fi }
+                let atContext = projOut.inputFeedback!
+                projOut.inputFeedback = nil
+                collect(projOut, module: "proj")
+                let dqkv = options.attentionRules == .attnLRP ? a.attnLRPBackward(atContext, record: record)
+                                                                : a.innerBackward(atContext, record: record)
+                collect(rule.apply(AffineMap(.linear(a.qkv), inputShape: input.shape)!, input: input, output: record.qkv,
+                                   feedback: dqkv, needInput: needInput, parameterScale: scale), module: "qkv")
             case .tokens(let t):
                 // The class token and position embeddings receive no feedback (no rule owns them in
                 // the reference); the patch tokens' feedback returns to the patch grid.

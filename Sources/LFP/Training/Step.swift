@@ -184,11 +184,14 @@ public func clipGlobalNorm(_ directions: inout [String: Tensor], to maximum: Flo
 
 /// Throws when a parameter named in `names` holds NaN or an infinity.
 func checkFinite(_ model: Sequential, names: some Sequence<String>) throws(NumericalFault) {
-    for name in names.sorted() {
-        if let p = model.parameter(name), let bad = p.firstNonFiniteIndex {
-            throw NumericalFault(location: "parameter \(name) after the update", value: p.storage[bad])
-        }
+    // One walk of the model (a lookup by name per parameter walks the graph each time); the
+    // alphabetically first faulty parameter is named.
+    let wanted = Set(names)
+    var first: (name: String, value: Float)?
+    for (name, p) in model.namedParameters where wanted.contains(name) && (first == nil || name < first!.name) {
+        if let bad = p.firstNonFiniteIndex { first = (name, p.storage[bad]) }
     }
+    if let first { throw NumericalFault(location: "parameter \(first.name) after the update", value: first.value) }
 }
 
 
