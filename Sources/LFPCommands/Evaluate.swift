@@ -29,8 +29,8 @@ struct Evaluate: ParsableCommand {
             let accuracy: Double
             if options.isSpiking {
                 var network = try options.buildSpiking(inputShape: testSet.sampleShape, classes: classes, seed: 0)
-                try Checkpoint.restore(&network.synapses, from: checkpoint)
-                accuracy = SpikingTrainer(network: network, optimizer: SGD(learningRate: 0), steps: options.timesteps).accuracy(on: testSet)
+                try Checkpoint.restore(&network, from: checkpoint)
+                accuracy = try SpikingTrainer(model: network, optimizer: SGD(learningRate: 0), steps: options.timesteps).accuracy(on: testSet)
             } else {
                 var net = try options.build(inputShape: testSet.sampleShape, classes: classes, seed: 0)
                 try Checkpoint.restore(&net, from: checkpoint)

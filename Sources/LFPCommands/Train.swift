@@ -22,7 +22,7 @@ struct ModelOptions: ParsableArguments {
     var isSpiking: Bool { SpikingZoo.names.contains(model.lowercased()) }
     static var allModelNames: [String] { ModelZoo.names + SpikingZoo.names }
 
-    func buildSpiking(inputShape: [Int], classes: Int, seed: UInt64) throws -> SpikingNetwork {
+    func buildSpiking(inputShape: [Int], classes: Int, seed: UInt64) throws -> Sequential {
         try SpikingZoo.make(model.lowercased(), inputShape: inputShape, classes: classes, beta: beta, threshold: threshold,
                             reset: reset == "zero" ? .zero : .subtract, seed: seed)
     }
@@ -304,15 +304,15 @@ struct Train: ParsableCommand {
                                  isRoot: isRoot, parallel: parallel)
         if modelOptions.isSpiking {
             var network = try modelOptions.buildSpiking(inputShape: trainSet.sampleShape, classes: trainSet.classCount, seed: seed)
-            if resuming { try Checkpoint.restore(&network.synapses, from: context.modelPath) }
-            try Distributed.broadcastParameters(&network.synapses, comm)
+            if resuming { try Checkpoint.restore(&network, from: context.modelPath) }
+            try Distributed.broadcastParameters(&network, comm)
             let spikingMethod: SpikingMethod
             if lfpMethod {
                 spikingMethod = composite.lowercased().hasPrefix("zplus-zminus") ? .lfpZPlusZMinus() : .lfp()
             } else {
                 spikingMethod = .gradient(surrogate: try Surrogate.parse(surrogate), loss: .rateCrossEntropy)
             }
-            var trainer = SpikingTrainer(network: network, optimizer: optimizerValue, method: spikingMethod,
+            var trainer = try SpikingTrainer(model: network, optimizer: optimizerValue, method: spikingMethod,
                                          steps: modelOptions.timesteps, feedback: .rateCoded,
                                          backwardNormalization: backwardNormalization, reduction: reductionValue,
                                          adaptiveClipping: agcValue, clipNorm: clip)
@@ -325,7 +325,7 @@ struct Train: ParsableCommand {
                             let n = min(source.count, 256)
                             source.fill(indices: Array(0..<n)[...], features: &features, labels: &labels)
                             let x = Tensor(shape: [n] + source.sampleShape, storage: features)
-                            return t.network.trace(x, steps: t.steps).firingRates.map(Double.init)
+                            return t.firingRates(x).map(Double.init)
                         })
         } else {
             let outputs = classes ?? trainSet.classCount

@@ -24,20 +24,19 @@ public enum SpikingExperiment {
     }
 
     /// Mean firing rate per spiking layer on (a prefix of) a data set.
-    static func firingRates(_ network: SpikingNetwork, data: Dataset, steps: Int, limit: Int = 512) -> [Double] {
+    static func firingRates(_ trainer: SpikingTrainer<Adam>, data: Dataset, limit: Int = 512) -> [Double] {
         let n = min(limit, data.count)
         guard n > 0 else { return [] }
         var features: [Float] = [], labels: [Int] = []
         data.batch(indices: Array(0..<n)[...], into: &features, labels: &labels)
-        let trace = network.trace(Tensor(shape: [n] + data.sampleShape, storage: features), steps: steps)
-        return trace.firingRates.map(Double.init)
+        return trainer.firingRates(Tensor(shape: [n] + data.sampleShape, storage: features)).map(Double.init)
     }
 
     static func train(_ model: String, method: SpikingMethod, beta: Float, steps: Int, lr: Float, epochs: Int, batch: Int,
                       seed: UInt64, train: Dataset, test: Dataset) throws -> Outcome {
         let start = Date()
         let network = try SpikingZoo.make(model, inputShape: train.sampleShape, classes: train.classCount, beta: beta, seed: seed)
-        var trainer = SpikingTrainer(network: network, optimizer: Adam(learningRate: lr, beta1: 0.9, beta2: 0.999), method: method,
+        var trainer = try SpikingTrainer(model: network, optimizer: Adam(learningRate: lr, beta1: 0.9, beta2: 0.999), method: method,
                                      steps: steps, feedback: .rateCoded, backwardNormalization: true,
                                      adaptiveClipping: AdaptiveGradientClipping())
         var diverged = false
@@ -55,7 +54,7 @@ public enum SpikingExperiment {
         }
         let chance = 1 / Double(max(1, test.classCount))
         if diverged { return Outcome(accuracy: chance, hiddenRate: .nan, outputRate: .nan, diverged: true, seconds: Date().timeIntervalSince(start)) }
-        let rates = firingRates(trainer.network, data: test, steps: steps)
+        let rates = firingRates(trainer, data: test)
         return Outcome(accuracy: trainer.accuracy(on: test, batchSize: 256), hiddenRate: Statistics.mean(Array(rates.dropLast())),
                        outputRate: rates.last ?? .nan, diverged: false, seconds: Date().timeIntervalSince(start))
     }

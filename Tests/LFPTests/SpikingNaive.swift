@@ -5,7 +5,7 @@ import LFPTensor
 /// A slow, independent re-implementation of a spiking network and of LFP through time
 /// (LFP-MATH.md section 6) in Double: explicit loops over steps, layers, samples and
 /// connections, in the strict reverse-time, top-down order of the reference. Used as the oracle
-/// for `SpikingPropagator`.
+/// for spiking layers in `FeedbackPropagator`.
 struct NaiveSNN {
     enum Layer {
         /// Weight `[out][in]` flattened row-major, bias `[out]`.
@@ -35,10 +35,17 @@ struct NaiveSNN {
     }
 
     /// Converts a library network (Linear/Conv2d/MaxPool2d/Flatten) for input `[C, H, W]` or `[F]`.
-    init(_ network: SpikingNetwork, sampleShape: [Int]) {
+    init(_ network: Sequential, sampleShape: [Int]) {
         var shape = sampleShape
         var layers: [Layer] = []
-        for layer in network.synapses.layers {
+        var neuron: LIFNeuron?
+        for layer in network.layers {
+            var layer = layer
+            if case .spiking(let s) = layer {
+                precondition(neuron == nil || neuron == s.neuron, "the oracle takes one neuron configuration")
+                neuron = s.neuron
+                layer = s.synapse.layer
+            }
             switch layer {
             case .linear(let l):
                 layers.append(.dense(w: l.weight.storage.map(Double.init), b: (l.bias?.storage ?? []).map(Double.init),
@@ -62,9 +69,9 @@ struct NaiveSNN {
             }
         }
         self.layers = layers
-        self.beta = Double(network.neurons[0].beta)
-        self.threshold = Double(network.neurons[0].threshold)
-        self.zeroReset = network.neurons[0].reset == .zero
+        self.beta = Double(neuron!.beta)
+        self.threshold = Double(neuron!.threshold)
+        self.zeroReset = neuron!.reset == .zero
     }
 
     /// The synaptic current of one sample: `I = W s + b` by explicit loops.

@@ -7,25 +7,41 @@ import LFPTensor
 enum SpikingTestNets {
     /// A dense network with weights uniform in `±weightBound`, biases in `±biasBound`.
     static func dense(_ sizes: [Int], seed: UInt64, weightBound: Float = 1.5, biasBound: Float = 0.5,
-                      neuron: LIFNeuron = LIFNeuron()) throws -> SpikingNetwork {
+                      neuron: LIFNeuron = LIFNeuron()) throws -> Sequential {
         var rng = SeededRandom(seed: seed)
         var layers: [Layer] = []
         for i in 0..<(sizes.count - 1) {
-            layers.append(.linear(Linear(weight: .uniform([sizes[i + 1], sizes[i]], bound: weightBound, rng: &rng),
-                                         bias: .uniform([sizes[i + 1]], bound: biasBound, rng: &rng))))
+            layers.append(.spiking(try SpikingLayer(.linear(Linear(weight: .uniform([sizes[i + 1], sizes[i]], bound: weightBound, rng: &rng),
+                                                                   bias: .uniform([sizes[i + 1]], bound: biasBound, rng: &rng))),
+                                                    neuron: neuron)))
         }
-        return try SpikingNetwork(synapses: Sequential(layers), neuron: neuron)
+        return Sequential(layers)
     }
 
     /// Conv 1->2 k3 (6x6 -> 4x4), LIF, MaxPool 2, Flatten, Linear 8->3, LIF.
-    static func conv(seed: UInt64, neuron: LIFNeuron = LIFNeuron()) throws -> SpikingNetwork {
+    static func conv(seed: UInt64, neuron: LIFNeuron = LIFNeuron()) throws -> Sequential {
         var rng = SeededRandom(seed: seed)
-        return try SpikingNetwork(synapses: Sequential([
-            .conv2d(Conv2d(weight: .uniform([2, 1, 3, 3], bound: 0.8, rng: &rng), bias: .uniform([2], bound: 0.3, rng: &rng))),
+        return Sequential([
+            .spiking(try SpikingLayer(.conv2d(Conv2d(weight: .uniform([2, 1, 3, 3], bound: 0.8, rng: &rng), bias: .uniform([2], bound: 0.3, rng: &rng))),
+                                      neuron: neuron)),
             .maxPool2d(MaxPool2d(kernel: 2)),
             .flatten,
-            .linear(Linear(weight: .uniform([3, 8], bound: 1.5, rng: &rng), bias: .uniform([3], bound: 0.5, rng: &rng))),
-        ]), neuron: neuron)
+            .spiking(try SpikingLayer(.linear(Linear(weight: .uniform([3, 8], bound: 1.5, rng: &rng), bias: .uniform([3], bound: 0.5, rng: &rng))),
+                                      neuron: neuron)),
+        ])
+    }
+
+    /// The forward pass over `steps` steps (spikes from `spike`: `H`, or a smooth step in tests
+    /// of back-propagation through time).
+    static func trace(_ net: Sequential, _ x: Tensor, steps: Int, spike: SpikeFunction = .heaviside) -> Trace {
+        var rng = SeededRandom(seed: 0)
+        var time = TimeContext(steps: steps, spike: spike)
+        return net.trace(x, training: false, rng: &rng, time: &time)
+    }
+
+    /// The membranes of every spiking layer, by layer index.
+    static func membranes(_ trace: Trace) -> [Tensor] {
+        trace.spiking.keys.sorted().map { trace.spiking[$0]!.membranes }
     }
 
     /// Inputs uniform in `[low, high)`.
@@ -99,14 +115,19 @@ enum SpikingTestNets {
 
     @Test func networkTraceRecordsTheSameDynamics() throws {
         // One synapse with weight 1 and no bias: the current is the input.
-        let net = try SpikingNetwork(synapses: Sequential([.linear(Linear(weight: Tensor(shape: [1, 1], storage: [1]), bias: nil))]))
-        let trace = net.trace(Tensor(shape: [2, 1], storage: [0.6, 2.5]), steps: 5)
-        #expect(trace.output.shape == [5, 2, 1])
-        expectClose((0..<5).map { trace.step(trace.membranes[0], $0).storage[0] }, [0.6, 1.14, 0.626, 1.1634, 0.64706], tolerance: 1e-6)
-        #expect((0..<5).map { trace.output[$0, 0, 0] } == [0, 1, 0, 1, 0])
-        #expect((0..<5).map { trace.output[$0, 1, 0] } == [1, 1, 1, 1, 1])
+        let net = Sequential([.spiking(try SpikingLayer(.linear(Linear(weight: Tensor(shape: [1, 1], storage: [1]), bias: nil))))])
+        var rng = SeededRandom(seed: 0)
+        let trace = net.trace(Tensor(shape: [2, 1], storage: [0.6, 2.5]), training: false, rng: &rng, timeSteps: 5)
+        #expect(trace.output.shape == [10, 1])  // time-major stack [T * N, 1]
+        #expect(trace.timeSteps == 5)
+        let membranes = trace.spiking[0]!.membranes
+        expectClose((0..<5).map { membranes.storage[2 * $0] }, [0.6, 1.14, 0.626, 1.1634, 0.64706], tolerance: 1e-6)
+        let output = Spiking.unstacked(trace.output, steps: 5)
+        #expect(output.shape == [5, 2, 1])
+        #expect((0..<5).map { output[$0, 0, 0] } == [0, 1, 0, 1, 0])
+        #expect((0..<5).map { output[$0, 1, 0] } == [1, 1, 1, 1, 1])
         #expect(trace.firingRates == [0.7])  // 7 spikes / (5 steps * 2 neurons)
-        #expect(SpikingNetwork.predictions(spikes: trace.output) == [0, 0])
+        #expect(Spiking.predictions(spikes: output) == [0, 0])
     }
 }
 
@@ -121,7 +142,7 @@ enum SpikingTestNets {
         let f = SpikingFeedbackFunction.rateCoded(spikes: spikes, labels: [1])
         let a = 1 / (1 + exp(-1.0))
         expectClose(f.storage, [-a, 0.5, 0, 0, 0.5, 0, -a, 0.5, 0, -a, 0.5, 0], tolerance: 1e-6)
-        #expect(SpikingNetwork.predictions(spikes: spikes) == [0])
+        #expect(Spiking.predictions(spikes: spikes) == [0])
         // T = 5 (kappa = 2): a silent true class gets 1 - sigmoid(-2) at every step.
         let silent = SpikingFeedbackFunction.rateCoded(spikes: Tensor(shape: [5, 1, 2]), labels: [0])
         expectClose(silent.storage, Array(repeating: [1 - 1 / (1 + exp(2.0)), 0], count: 5).flatMap { $0 }, tolerance: 1e-6)
@@ -171,8 +192,9 @@ enum SpikingTestNets {
 
 @Suite struct SpikingBPTTTests {
     /// Loss of the network whose spikes are the smooth step of `surrogate`.
-    func smoothLoss(_ net: SpikingNetwork, _ x: Tensor, _ labels: [Int], steps: Int, _ s: Surrogate, _ loss: SpikingLoss) -> Double {
-        Double(loss.evaluate(spikes: net.trace(x, steps: steps, spike: .smooth(s)).output, labels: labels).value)
+    func smoothLoss(_ net: Sequential, _ x: Tensor, _ labels: [Int], steps: Int, _ s: Surrogate, _ loss: SpikingLoss) -> Double {
+        let output = SpikingTestNets.trace(net, x, steps: steps, spike: .smooth(s)).output
+        return Double(loss.evaluate(spikes: Spiking.unstacked(output, steps: steps), labels: labels).value)
     }
 
     @Test(arguments: [
@@ -186,20 +208,20 @@ enum SpikingTestNets {
         let net = try SpikingTestNets.dense([3, 4, 3], seed: 11, weightBound: 1.2, neuron: LIFNeuron(beta: 0.8, reset: reset))
         let x = SpikingTestNets.input([2, 3], seed: 12, low: 0, high: 2)
         let labels = [2, 0], steps = 4
-        let trace = net.trace(x, steps: steps, spike: .smooth(s))
-        let margin = trace.membranes.flatMap(\.storage).map { abs($0 - 1) }.min()!
+        let trace = SpikingTestNets.trace(net, x, steps: steps, spike: .smooth(s))
+        let margin = SpikingTestNets.membranes(trace).flatMap(\.storage).map { abs($0 - 1) }.min()!
         try #require(margin > 0.02, "a membrane is too close to the threshold for finite differences: \(margin)")
-        let (_, g) = loss.evaluate(spikes: trace.output, labels: labels)
-        let grads = SpikingBackpropagation.gradients(network: net, trace: trace, outputGradient: g, surrogate: s).parameters
-        #expect(Set(grads.keys) == Set(net.synapses.parameterNames))
+        let (_, g) = loss.evaluate(spikes: Spiking.unstacked(trace.output, steps: steps), labels: labels)
+        let grads = Backpropagation.gradients(model: net, trace: trace, outputGradient: g.reshaped(trace.output.shape), surrogate: s).parameters
+        #expect(Set(grads.keys) == Set(net.parameterNames))
         let h: Float = 2e-3
         var checked = 0
         for (name, value) in net.namedParameters {
             var fd = [Double]()
             for i in 0..<value.count {
                 var plus = net, minus = net
-                var p = value; p.storage[i] += h; plus.synapses.setParameter(name, p)
-                var m = value; m.storage[i] -= h; minus.synapses.setParameter(name, m)
+                var p = value; p.storage[i] += h; plus.setParameter(name, p)
+                var m = value; m.storage[i] -= h; minus.setParameter(name, m)
                 let dl = smoothLoss(plus, x, labels, steps: steps, s, loss) - smoothLoss(minus, x, labels, steps: steps, s, loss)
                 fd.append(dl / Double(2 * h))
             }
@@ -216,13 +238,13 @@ enum SpikingTestNets {
     @Test func heavisideGivesZeroGradientsAndNoUpdate() throws {
         let net = try SpikingTestNets.dense([3, 5, 3], seed: 3)
         let x = SpikingTestNets.input([4, 3], seed: 4)
-        var trainer = SpikingTrainer(network: net, optimizer: SGD(learningRate: 0.5), method: .gradient(surrogate: .heaviside), steps: 6)
+        var trainer = try SpikingTrainer(model: net, optimizer: SGD(learningRate: 0.5), method: .gradient(surrogate: .heaviside), steps: 6)
         let (directions, result) = try trainer.directions(input: x, labels: [0, 1, 2, 0])
-        #expect(Set(directions.keys) == Set(net.synapses.parameterNames))
+        #expect(Set(directions.keys) == Set(net.parameterNames))
         #expect(directions.values.allSatisfy { d in d.storage.allSatisfy { $0 == 0 } })
         #expect(result.objective > 0)
         try trainer.step(input: x, labels: [0, 1, 2, 0])
-        #expect(trainer.network == net)
+        #expect(trainer.model == net)
         // The atan surrogate does give a signal on the same batch.
         trainer.method = .gradient(surrogate: .atan())
         let (atan, _) = try trainer.directions(input: x, labels: [0, 1, 2, 0])
@@ -255,30 +277,32 @@ enum SpikingTestNets {
     }
 
     /// Compares the library with the naive oracle on one network and input.
-    func compare(_ net: SpikingNetwork, _ x: Tensor, sampleShape: [Int], labels: [Int], steps: Int, _ c: Case) throws {
-        let trace = net.trace(x, steps: steps)
+    func compare(_ net: Sequential, _ x: Tensor, sampleShape: [Int], labels: [Int], steps: Int, _ c: Case) throws {
+        let trace = SpikingTestNets.trace(net, x, steps: steps)
+        let output = Spiking.unstacked(trace.output, steps: steps)
         let naive = NaiveSNN(net, sampleShape: sampleShape)
         let n = x.shape[0], size = x.count / n
         let rec = naive.forward((0..<n).map { s in (0..<size).map { Double(x.storage[s * size + $0]) } }, steps: steps)
         // Same spikes step by step (the stacked forward equals stepping through time).
         let naiveOut = rec.output.flatMap { $0.flatMap { $0 } }.map { Float($0) }
         try #require(naiveOut == trace.output.storage, "forward passes disagree")
-        let synapses = net.synapseIndices
-        for (k, l) in synapses.enumerated() {
+        let synapses = net.layers.indices.filter { net.layers[$0].kind == .spiking }
+        for l in synapses {
             let u = (0..<steps).flatMap { rec.membranes[l][$0].flatMap { $0 } }
-            expectClose(trace.membranes[k].storage, u, tolerance: 1e-5, "membranes of layer \(l)")
+            expectClose(trace.spiking[l]!.membranes.storage, u, tolerance: 1e-5, "membranes of layer \(l)")
         }
         #expect(trace.firingRates.allSatisfy { $0 > 0 && $0 < 1 }, "firing rates \(trace.firingRates): need activity")
 
-        let feedback = SpikingFeedbackFunction.rateCoded(spikes: trace.output, labels: labels)
+        let feedback = SpikingFeedbackFunction.rateCoded(spikes: output, labels: labels)
         let naiveFeedback = NaiveSNN.rateCodedFeedback(rec.output, labels: labels)
         expectClose(feedback.storage, naiveFeedback.flatMap { $0.flatMap { $0 } }, tolerance: 1e-6, "feedback")
 
-        let propagator = try SpikingPropagator(rule: c.rule, backwardNormalization: c.normalize)
-        let signals = propagator.propagate(network: net, trace: trace, feedback: feedback).parameters
+        // The ordinary LFP engine on the graph model, fed the stacked feedback.
+        let propagator = try FeedbackPropagator(model: net, composite: .uniform(c.rule), options: PropagationOptions(backwardNormalization: c.normalize))
+        let signals = propagator.propagate(model: net, trace: trace, feedback: feedback.reshaped(trace.output.shape)).parameters
         let expected = naive.lfp(rec, feedback: naiveFeedback, rule: naiveRule(c.rule), normalize: c.normalize)
         #expect(Set(signals.keys) == Set(expected.keys))
-        #expect(Set(signals.keys) == Set(net.synapses.parameterNames))
+        #expect(Set(signals.keys) == Set(net.parameterNames))
         for (name, value) in expected.sorted(by: { $0.key < $1.key }) {
             expectClose(signals[name]?.storage ?? [], value, tolerance: 1e-4, "\(name) (\(c))")
         }
@@ -287,8 +311,8 @@ enum SpikingTestNets {
 
         // The mean reduction divides by the batch size.
         var meanPropagator = propagator
-        meanPropagator.reduction = .mean
-        let mean = meanPropagator.propagate(network: net, trace: trace, feedback: feedback).parameters
+        meanPropagator.options.reduction = .mean
+        let mean = meanPropagator.propagate(model: net, trace: trace, feedback: feedback.reshaped(trace.output.shape)).parameters
         for (name, value) in signals { expectClose(mean[name]!, value * (1 / Float(n)), tolerance: 1e-6, "mean \(name)") }
     }
 
@@ -309,9 +333,9 @@ enum SpikingTestNets {
         // the carry is part of what the oracle test compares.
         let net = try SpikingTestNets.dense([4, 3, 2], seed: 21)
         let x = SpikingTestNets.input([2, 4], seed: 22)
-        let trace = net.trace(x, steps: 4)
-        let f = SpikingFeedbackFunction.rateCoded(spikes: trace.output, labels: [1, 0])
-        let with = try SpikingPropagator().propagate(network: net, trace: trace, feedback: f).parameters
+        let trace = SpikingTestNets.trace(net, x, steps: 4)
+        let f = SpikingFeedbackFunction.rateCoded(spikes: Spiking.unstacked(trace.output, steps: 4), labels: [1, 0])
+        let with = try FeedbackPropagator(model: net).propagate(model: net, trace: trace, feedback: f.reshaped(trace.output.shape)).parameters
         let rec = NaiveSNN(net, sampleShape: [4])
         let r = rec.forward((0..<2).map { s in (0..<4).map { Double(x.storage[s * 4 + $0]) } }, steps: 4)
         var noCarry = rec
@@ -325,9 +349,9 @@ enum SpikingTestNets {
         // With unit feedback at one step and no carry (T = 1), sum |f_ij| <= |R| for each output.
         let net = try SpikingTestNets.dense([4, 3], seed: 5)
         let x = SpikingTestNets.input([1, 4], seed: 6)
-        let trace = net.trace(x, steps: 1)
-        let f = Tensor(shape: [1, 1, 3], storage: [1, -1, 0.5])
-        let signals = try SpikingPropagator(rule: .zPlusZMinus).propagate(network: net, trace: trace, feedback: f).parameters
+        let trace = SpikingTestNets.trace(net, x, steps: 1)
+        let f = Tensor(shape: [1, 3], storage: [1, -1, 0.5])
+        let signals = try FeedbackPropagator(model: net, composite: .uniform(.zPlusZMinus)).propagate(model: net, trace: trace, feedback: f).parameters
         let fw = signals["layers.0.weight"]!, fb = signals["layers.0.bias"]!
         for j in 0..<3 {
             let total = (0..<4).reduce(Float(0)) { $0 + abs(fw[j, $1]) } + abs(fb[j])
@@ -336,30 +360,35 @@ enum SpikingTestNets {
         }
     }
 
-    @Test func alphaBetaIsRejected() {
-        #expect(throws: LFPError.self) { try SpikingPropagator(rule: .alphaBeta(alpha: 2, beta: 1, epsilon: 1e-6)) }
+    @Test func rulesWithoutASpikingFormAreRejected() throws {
+        let net = try SpikingTestNets.dense([4, 3], seed: 5)
+        for rule in [Rule.alphaBeta(alpha: 2, beta: 1, epsilon: 1e-6), .scaledEpsilon(0.25), .thresholdEpsilon(0.5)] {
+            #expect(throws: LFPError.self, "\(rule)") { try FeedbackPropagator(model: net, composite: .uniform(rule)) }
+        }
     }
 }
 
 @Suite struct SpikingModelTests {
     @Test func zooModels() throws {
         let lenet = try SpikingZoo.make("snn-lenet", inputShape: [1, 28, 28], classes: 10, seed: 1)
-        #expect(lenet.synapses.parameterNames == ["layers.0.weight", "layers.0.bias", "layers.2.weight", "layers.2.bias",
-                                                  "layers.5.weight", "layers.5.bias"])
-        #expect(lenet.synapses.parameter("layers.2.weight")!.shape == [64, 12, 5, 5])
-        #expect(lenet.synapses.parameter("layers.5.weight")!.shape == [10, 1024])
-        #expect(lenet.neurons.count == 3 && lenet.synapseIndices == [0, 2, 5])
+        #expect(lenet.parameterNames == ["layers.0.weight", "layers.0.bias", "layers.2.weight", "layers.2.bias",
+                                         "layers.5.weight", "layers.5.bias"])
+        #expect(lenet.parameter("layers.2.weight")!.shape == [64, 12, 5, 5])
+        #expect(lenet.parameter("layers.5.weight")!.shape == [10, 1024])
+        #expect(Spiking.layers(of: lenet).map(\.path) == ["layers.0", "layers.2", "layers.5"])
+        #expect(lenet.connectionWeightNames == ["layers.0.weight", "layers.2.weight", "layers.5.weight"])
         // PyTorch default init: |w| <= 1/sqrt(fan_in).
-        #expect(lenet.synapses.parameter("layers.0.weight")!.maxAbs() <= 1 / 5)
-        let out = lenet(SpikingTestNets.input([1, 1, 28, 28], seed: 2, high: 3), steps: 2)
-        #expect(out.shape == [2, 1, 10])
+        #expect(lenet.parameter("layers.0.weight")!.maxAbs() <= 1 / 5)
+        let out = lenet(SpikingTestNets.input([1, 1, 28, 28], seed: 2, high: 3), timeSteps: 2)
+        #expect(out.shape == [2, 10])
 
         let mlp = try SpikingZoo.make("snn-mlp", inputShape: [1, 8, 8], classes: 4, beta: 0.7, threshold: 0.5, seed: 1)
-        #expect(mlp.synapses.parameterNames == ["layers.1.weight", "layers.1.bias", "layers.2.weight", "layers.2.bias",
-                                                "layers.3.weight", "layers.3.bias"])
-        #expect(mlp.synapses.parameter("layers.2.weight")!.shape == [1000, 1000])
+        #expect(mlp.parameterNames == ["layers.1.weight", "layers.1.bias", "layers.2.weight", "layers.2.bias",
+                                       "layers.3.weight", "layers.3.bias"])
+        #expect(mlp.parameter("layers.2.weight")!.shape == [1000, 1000])
         #expect(mlp.parameterCount == 64 * 1000 + 1000 + 1000 * 1000 + 1000 + 1000 * 4 + 4)
-        #expect(mlp.neurons.allSatisfy { $0 == LIFNeuron(beta: 0.7, threshold: 0.5) })
+        let neurons = Spiking.layers(of: mlp).map(\.layer.neuron)
+        #expect(neurons.count == 3 && neurons.allSatisfy { $0 == LIFNeuron(beta: 0.7, threshold: 0.5) })
 
         do {
             _ = try SpikingZoo.make("snn-vgg", inputShape: [4], classes: 2, seed: 1)
@@ -373,30 +402,37 @@ enum SpikingTestNets {
     @Test func invalidNetworksAreRejected() throws {
         var rng = SeededRandom(seed: 1)
         let linear = Layer.linear(Linear(inFeatures: 2, outFeatures: 2, rng: &rng))
-        #expect(throws: ModelError.self) { try SpikingNetwork(synapses: Sequential([linear, .activation(.relu), linear])) }
-        #expect(throws: ModelError.self) { try SpikingNetwork(synapses: Sequential([linear, .flatten])) }
-        #expect(throws: ModelError.self) { try SpikingNetwork(synapses: Sequential([linear, linear]), neurons: [LIFNeuron()]) }
-        #expect(throws: ModelError.self) { try SpikingNetwork(synapses: Sequential([linear]), neuron: LIFNeuron(beta: 1.5)) }
-        #expect(throws: ModelError.self) { try SpikingNetwork(synapses: Sequential([linear]), neuron: LIFNeuron(threshold: 0)) }
+        #expect(throws: ModelError.self) { try SpikingLayer(.activation(.relu)) }
+        #expect(throws: ModelError.self) { try SpikingLayer(.maxPool2d(MaxPool2d(kernel: 2))) }
+        #expect(throws: ModelError.self) { try SpikingLayer(linear, neuron: LIFNeuron(beta: 1.5)) }
+        #expect(throws: ModelError.self) { try SpikingLayer(linear, neuron: LIFNeuron(threshold: 0)) }
+        // A model without spiking layers has no spikes to train on.
+        #expect(throws: ModelError.self) { try SpikingTrainer(model: Sequential([linear]), optimizer: SGD(learningRate: 0.1)) }
+        #expect(throws: ModelError.self) {
+            try SpikingTrainer(model: Sequential([.spiking(try SpikingLayer(linear))]), optimizer: SGD(learningRate: 0.1), steps: 0)
+        }
+        // A synapse that does not fit its input is named by the shape check.
+        let wide = Sequential([.flatten, .spiking(try SpikingLayer(linear)), .spiking(try SpikingLayer(.linear(Linear(inFeatures: 3, outFeatures: 2, rng: &rng))))])
+        #expect(throws: ModelError.self) { try wide.outputShape(input: [1, 2]) }
     }
 
     @Test func convolutionalOutputLayer() throws {
         // A last synapse that is a convolution: its spikes [T, N, C, H, W] count as C*H*W classes.
         var rng = SeededRandom(seed: 4)
-        let net = try SpikingNetwork(synapses: Sequential([
-            .conv2d(Conv2d(weight: .uniform([3, 1, 3, 3], bound: 1, rng: &rng), bias: .uniform([3], bound: 0.5, rng: &rng))),
-            .conv2d(Conv2d(weight: .uniform([2, 3, 2, 2], bound: 1, rng: &rng), bias: .uniform([2], bound: 0.5, rng: &rng))),
-        ]))
+        let net = Sequential([
+            .spiking(try SpikingLayer(.conv2d(Conv2d(weight: .uniform([3, 1, 3, 3], bound: 1, rng: &rng), bias: .uniform([3], bound: 0.5, rng: &rng))))),
+            .spiking(try SpikingLayer(.conv2d(Conv2d(weight: .uniform([2, 3, 2, 2], bound: 1, rng: &rng), bias: .uniform([2], bound: 0.5, rng: &rng))))),
+        ])
         let x = SpikingTestNets.input([3, 1, 5, 5], seed: 5)
-        let out = net(x, steps: 4)
+        let out = Spiking.unstacked(net(x, timeSteps: 4), steps: 4)
         #expect(out.shape == [4, 3, 2, 2, 2])
         #expect(SpikingFeedbackFunction.rateCoded(spikes: out, labels: [0, 7, 3]).shape == out.shape)
         for method in [SpikingMethod.lfp(), .gradient(loss: .countCrossEntropy)] {
-            let trainer = SpikingTrainer(network: net, optimizer: SGD(learningRate: 0.1), method: method, steps: 4)
+            let trainer = try SpikingTrainer(model: net, optimizer: SGD(learningRate: 0.1), method: method, steps: 4)
             let (directions, result) = try trainer.directions(input: x, labels: [0, 7, 3])
-            #expect(Set(directions.keys) == Set(net.synapses.parameterNames))
+            #expect(Set(directions.keys) == Set(net.parameterNames))
             #expect(result.count == 3)
-            for (name, d) in directions { #expect(d.shape == net.synapses.parameter(name)!.shape) }
+            for (name, d) in directions { #expect(d.shape == net.parameter(name)!.shape) }
         }
     }
 
@@ -404,18 +440,56 @@ enum SpikingTestNets {
         let a = try SpikingZoo.mlp([6, 16, 3], seed: 9), b = try SpikingZoo.mlp([6, 16, 3], seed: 9)
         #expect(a == b)
         let x = SpikingTestNets.input([5, 6], seed: 10, low: -3, high: 3)
-        #expect(a(x, steps: 7).storage == b(x, steps: 7).storage)
-        func train(_ net: SpikingNetwork, _ method: SpikingMethod) throws -> SpikingNetwork {
-            var trainer = SpikingTrainer(network: net, optimizer: Adam(learningRate: 0.01), method: method, steps: 5,
-                                         backwardNormalization: true, adaptiveClipping: AdaptiveGradientClipping())
+        #expect(a(x, timeSteps: 7).storage == b(x, timeSteps: 7).storage)
+        func train(_ net: Sequential, _ method: SpikingMethod) throws -> Sequential {
+            var trainer = try SpikingTrainer(model: net, optimizer: Adam(learningRate: 0.01), method: method, steps: 5,
+                                             backwardNormalization: true, adaptiveClipping: AdaptiveGradientClipping())
             for _ in 0..<3 { try trainer.step(input: x, labels: [0, 1, 2, 0, 1]) }
-            return trainer.network
+            return trainer.model
         }
         for method in [SpikingMethod.lfp(), .lfpZPlusZMinus(), .gradient()] {
             let (ta, tb) = (try train(a, method), try train(b, method))
             #expect(ta == tb, "\(method)")
             #expect(ta != a, "\(method) did not update")
         }
+    }
+
+    @Test func readmeExample() throws {
+        // The README's spiking example, on a small input.
+        let snn = try SpikingZoo.make("snn-mlp", inputShape: [1, 4, 4], classes: 3, seed: 1)
+        var trainer = try SpikingTrainer(model: snn, optimizer: Adam(learningRate: 1e-3), method: .lfp(), steps: 5,
+                                         backwardNormalization: true, adaptiveClipping: AdaptiveGradientClipping(clipping: 0.1))
+        let x = SpikingTestNets.input([2, 1, 4, 4], seed: 3, high: 3), y = [0, 2]
+        try trainer.step(input: x, labels: y)
+        let spikes = Spiking.unstacked(trainer.model(x, timeSteps: 5), steps: 5)
+        #expect(spikes.shape == [5, 2, 3])
+        #expect(trainer.model != snn)
+    }
+
+    @Test func nestedSpikingLayersRunInTheSameTime() throws {
+        // Spiking layers inside a container see the same time context: a nested network gives the
+        // flat network's spikes, gradients and feedback (under the container's names).
+        let flat = try SpikingTestNets.dense([4, 5, 3], seed: 41)
+        let nested = Sequential(named: [("body", .sequential(Sequential([flat.layers[0]]))), ("head", flat.layers[1])])
+        let x = SpikingTestNets.input([3, 4], seed: 42, high: 2)
+        let labels = [0, 2, 1]
+        for method in [SpikingMethod.lfp(), .lfpZPlusZMinus(), .gradient()] {
+            let a = try SpikingTrainer(model: flat, optimizer: SGD(learningRate: 0.1), method: method, steps: 6, backwardNormalization: true)
+            let b = try SpikingTrainer(model: nested, optimizer: SGD(learningRate: 0.1), method: method, steps: 6, backwardNormalization: true)
+            let (da, ra) = try a.directions(input: x, labels: labels)
+            let (db, rb) = try b.directions(input: x, labels: labels)
+            #expect(ra.objective == rb.objective && ra.correct == rb.correct)
+            let rename = ["layers.0": "body.layers.0", "layers.1": "head"]
+            for (name, value) in da {
+                let parts = name.split(separator: ".")
+                let renamed = rename["\(parts[0]).\(parts[1])"]! + "." + parts[2]
+                #expect(db[renamed]?.storage == value.storage, "\(method) \(name)")
+            }
+            #expect(da.values.contains { $0.maxAbs() > 0 }, "\(method): no signal")
+        }
+        var rng = SeededRandom(seed: 0)
+        #expect(nested.trace(x, training: false, rng: &rng, timeSteps: 6).firingRates
+                == flat.trace(x, training: false, rng: &rng, timeSteps: 6).firingRates)
     }
 
     @Test func adaptiveClippingByHand() {
@@ -439,8 +513,8 @@ enum SpikingTestNets {
         // The paper's SNN recipe on a toy problem: Adam, backward normalisation, AGC.
         let data = try ToyData.blobs(count: 300, classes: 3, seed: 1).normalized()
         let net = try SpikingZoo.mlp([2, 32, 3], seed: 3)
-        var trainer = SpikingTrainer(network: net, optimizer: Adam(learningRate: 0.01), method: .lfp(), steps: 8,
-                                     backwardNormalization: true, adaptiveClipping: AdaptiveGradientClipping(clipping: 0.1))
+        var trainer = try SpikingTrainer(model: net, optimizer: Adam(learningRate: 0.01), method: .lfp(), steps: 8,
+                                         backwardNormalization: true, adaptiveClipping: AdaptiveGradientClipping(clipping: 0.1))
         let before = trainer.accuracy(on: data)
         var objectives: [Double] = []
         for epoch in 0..<3 {

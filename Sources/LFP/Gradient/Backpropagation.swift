@@ -24,12 +24,16 @@ public struct ParameterSignals: Sendable {
 /// Gradient back-propagation: the baseline LFP is compared with, and the oracle it is tested against.
 public enum Backpropagation {
     /// Back-propagates `outputGradient` (dL/dlogits) through the traced model.
-    /// - Parameter computeInputGradient: also compute dL/dinput (skipped by default: the
-    ///   first layer needs no input map).
+    /// - Parameters:
+    ///   - computeInputGradient: also compute dL/dinput (skipped by default: the first layer
+    ///     needs no input map).
+    ///   - surrogate: the derivative spiking layers use for their spike function (back-propagation
+    ///     through time, LFP-MATH.md section 6); `.heaviside` is the true, zero derivative.
     public static func gradients(model: Sequential, trace: Trace, outputGradient: Tensor,
-                                 computeInputGradient: Bool = false) -> ParameterSignals {
+                                 computeInputGradient: Bool = false, surrogate: Surrogate = .atan()) -> ParameterSignals {
         var grads: [String: Tensor] = [:]
-        let g = backward(model, trace: trace, gradient: outputGradient, prefix: "", computeInput: computeInputGradient, into: &grads)
+        let g = backward(model, trace: trace, gradient: outputGradient, prefix: "", computeInput: computeInputGradient,
+                         surrogate: surrogate, into: &grads)
         return ParameterSignals(parameters: grads, input: computeInputGradient ? g : nil, layerOutputs: nil)
     }
 
@@ -37,7 +41,7 @@ public enum Backpropagation {
     /// `prefix`) to `grads`; returns the gradient at the sequence's input when `computeInput`
     /// (otherwise whatever signal reached the lowest layer that needed one).
     static func backward(_ model: Sequential, trace: Trace, gradient: Tensor, prefix: String, computeInput: Bool,
-                         into grads: inout [String: Tensor]) -> Tensor {
+                         surrogate: Surrogate, into grads: inout [String: Tensor]) -> Tensor {
         precondition(trace.outputs.count == model.layers.count, "trace does not belong to this model")
         var g = gradient
         let lowest = model.firstParameterLayer ?? model.layers.count
@@ -59,13 +63,13 @@ public enum Backpropagation {
                 grads[Sequential.join(name, "bias")] = dBeta
                 if let dx { g = dx }
             case .sequential(let s):
-                g = backward(s, trace: trace.children[index]![0], gradient: g, prefix: name, computeInput: needInput, into: &grads)
+                g = backward(s, trace: trace.children[index]![0], gradient: g, prefix: name, computeInput: needInput, surrogate: surrogate, into: &grads)
             case .residual(let r):
                 let children = trace.children[index]!
                 if let a = r.activation { a.multiplyByDerivative(&g, input: trace.residualSums[index]!, output: trace.outputs[index]) }
-                let fromMain = backward(r.main, trace: children[0], gradient: g, prefix: name, computeInput: needInput, into: &grads)
+                let fromMain = backward(r.main, trace: children[0], gradient: g, prefix: name, computeInput: needInput, surrogate: surrogate, into: &grads)
                 let fromShortcut = r.shortcut.map {
-                    backward($0, trace: children[1], gradient: g, prefix: name, computeInput: needInput, into: &grads)
+                    backward($0, trace: children[1], gradient: g, prefix: name, computeInput: needInput, surrogate: surrogate, into: &grads)
                 } ?? g
                 if needInput { g = fromMain + fromShortcut }
             case .layerNorm(let l):
@@ -102,6 +106,14 @@ public enum Backpropagation {
                 break  // additive noise: the gradient passes unchanged
             case .activation(let a):
                 if needInput { a.multiplyByDerivative(&g, input: trace.inputs[index], output: trace.outputs[index]) }
+            case .spiking(let s):
+                // Through the neurons back in time (surrogate derivative), then the synapse's maps.
+                let record = trace.spiking[index]!
+                let dI = s.currentGradient(g, record: record, steps: trace.timeSteps, surrogate: surrogate)
+                let (dw, db, dx) = s.synapseMaps(dI, input: input, record: record, steps: trace.timeSteps, needInput: needInput)
+                grads[Sequential.join(name, "weight")] = dw
+                if let db { grads[Sequential.join(name, "bias")] = db }
+                if let dx { g = dx }
             }
         }
         return g

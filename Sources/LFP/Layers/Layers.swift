@@ -254,6 +254,9 @@ public enum Layer: Sendable, Equatable, CustomStringConvertible {
     /// networks with noise (std 0.1) before each layer, so that units near the threshold vary.
     case gaussianNoise(std: Float)
     case activation(Activation)
+    /// A synapse (Linear or Conv2d) driving LIF neurons, unrolled over the forward pass's time
+    /// steps (LFP-MATH.md section 6).
+    case spiking(SpikingLayer)
 
     /// What the layer is, for rule selection and messages.
     public var kind: LayerKind {
@@ -274,6 +277,7 @@ public enum Layer: Sendable, Equatable, CustomStringConvertible {
         case .dropout: .dropout
         case .gaussianNoise: .gaussianNoise
         case .activation: .activation
+        case .spiking: .spiking
         }
     }
 
@@ -295,15 +299,17 @@ public enum Layer: Sendable, Equatable, CustomStringConvertible {
         case .dropout(let p): "Dropout(\(p))"
         case .gaussianNoise(let s): "GaussianNoise(\(s))"
         case .activation(let a): a.description
+        case .spiking(let s): s.description
         }
     }
 
     /// True for the layers LFP rules apply to: affine maps of their input (Linear, Conv2d, the
     /// average pools), the normalisations (BatchNorm, LayerNorm: the rule's quotient, then
-    /// gradient times input), and attention (the rule on its two projections).
+    /// gradient times input), attention (the rule on its two projections) and spiking layers
+    /// (the rule through time on the membrane, then the synapse's maps).
     public var isAffine: Bool {
         switch kind {
-        case .linear, .conv2d, .avgPool2d, .adaptiveAvgPool2d, .batchNorm, .layerNorm, .attention: true
+        case .linear, .conv2d, .avgPool2d, .adaptiveAvgPool2d, .batchNorm, .layerNorm, .attention, .spiking: true
         default: false
         }
     }
@@ -323,6 +329,7 @@ public enum Layer: Sendable, Equatable, CustomStringConvertible {
             return [("qkv.weight", a.qkv.weight)] + (a.qkv.bias.map { [("qkv.bias", $0)] } ?? [])
                 + [("proj.weight", a.proj.weight)] + (a.proj.bias.map { [("proj.bias", $0)] } ?? [])
         case .tokens(let t): return [("cls_token", t.classToken), ("pos_embed", t.positions)]
+        case .spiking(let s): return s.parameters
         default: return []
         }
     }
@@ -365,6 +372,7 @@ public enum Layer: Sendable, Equatable, CustomStringConvertible {
         case (.attention(var a), "proj.bias"): a.proj.bias = value; self = .attention(a)
         case (.tokens(var t), "cls_token"): t.classToken = value; self = .tokens(t)
         case (.tokens(var t), "pos_embed"): t.positions = value; self = .tokens(t)
+        case (.spiking(var s), _): s.setParameter(local, value); self = .spiking(s)
         default: preconditionFailure("layer \(self) has no parameter \(local)")
         }
     }
@@ -374,6 +382,6 @@ public enum Layer: Sendable, Equatable, CustomStringConvertible {
 public enum LayerKind: String, Sendable, CaseIterable, CustomStringConvertible {
     case linear, conv2d, maxPool2d, avgPool2d, adaptiveAvgPool2d, batchNorm, sequential, residual
     case layerNorm, attention, tokens, classToken
-    case flatten, dropout, gaussianNoise, activation
+    case flatten, dropout, gaussianNoise, activation, spiking
     public var description: String { rawValue }
 }

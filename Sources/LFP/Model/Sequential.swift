@@ -24,6 +24,11 @@ public struct Trace: Sendable {
     public var layerNormalization: [Int: LayerNorm.Statistics] = [:]
     /// What each attention layer computed inside (q, k, v, attention weights, context), by index.
     public var attention: [Int: MultiheadAttention.Record] = [:]
+    /// What each spiking layer computed (currents, membranes), by layer index.
+    public var spiking: [Int: SpikingLayer.Record] = [:]
+    /// The number of time steps `T` the pass was unrolled over (1 for a network without
+    /// spiking layers). Tensors after the first spiking layer are stacked `[T * N, ...]`.
+    public var timeSteps = 1
 
     /// The model's output (the logits).
     public var output: Tensor { outputs.last ?? inputs.first ?? Tensor(shape: [0]) }
@@ -128,7 +133,7 @@ public struct Sequential: Sendable, Equatable {
     public var connectionWeightNames: [String] {
         leaves.flatMap { path, layer -> [String] in
             switch layer {
-            case .linear, .conv2d: [Sequential.join(path, "weight")]
+            case .linear, .conv2d, .spiking: [Sequential.join(path, "weight")]
             case .attention: [Sequential.join(path, "qkv.weight"), Sequential.join(path, "proj.weight")]
             default: []
             }
@@ -249,6 +254,10 @@ public struct Sequential: Sendable, Equatable {
                     visit("cls_token", &t.classToken)
                     visit("pos_embed", &t.positions)
                 }
+            case .spiking:
+                updateInPlace(index, { if case .spiking(let s) = $0 { s } else { nil } }, Layer.spiking) { s in
+                    s.updateParameters(visit)
+                }
             case .sequential:
                 updateInPlace(index, { if case .sequential(let s) = $0 { s } else { nil } }, Layer.sequential) { s in
                     s.updateParameters(prefix: name, update)
@@ -285,13 +294,30 @@ public struct Sequential: Sendable, Equatable {
         return trace(input, training: false, rng: &rng).output
     }
 
+    /// The output of a spiking network unrolled over `timeSteps` steps (evaluation mode): the
+    /// last layer's spikes stacked `[T * N, ...]` (see ``Spiking/unstacked(_:steps:)``).
+    public func callAsFunction(_ input: Tensor, timeSteps: Int) -> Tensor {
+        var rng = SeededRandom(seed: 0)
+        return trace(input, training: false, rng: &rng, timeSteps: timeSteps).output
+    }
+
     /// Runs the model and records each layer's input and output.
     /// - Parameters:
     ///   - training: enables dropout (masks drawn from `rng`) and makes BatchNorm normalise
     ///     with the batch's statistics (the running statistics move only in
     ///     `absorbStatistics(from:)`).
-    public func trace(_ input: Tensor, training: Bool, rng: inout SeededRandom) -> Trace {
+    ///   - timeSteps: the number of steps `T` spiking layers are unrolled over (the static input
+    ///     is fed at every step; tensors after the first spiking layer are stacked `[T * N, ...]`).
+    ///     Without spiking layers it changes nothing.
+    public func trace(_ input: Tensor, training: Bool, rng: inout SeededRandom, timeSteps: Int = 1) -> Trace {
+        var time = TimeContext(steps: timeSteps)
+        return trace(input, training: training, rng: &rng, time: &time)
+    }
+
+    /// The forward pass in a time context (the spike function, whether the tensor is stacked yet).
+    func trace(_ input: Tensor, training: Bool, rng: inout SeededRandom, time: inout TimeContext) -> Trace {
         var trace = Trace()
+        trace.timeSteps = time.steps
         trace.inputs.reserveCapacity(layers.count)
         trace.outputs.reserveCapacity(layers.count)
         var x = input
@@ -315,14 +341,15 @@ public struct Sequential: Sendable, Equatable {
                 trace.normalization[index] = stats
                 x = b.forward(x, stats)
             case .sequential(let s):
-                let inner = s.trace(x, training: training, rng: &rng)
+                let inner = s.trace(x, training: training, rng: &rng, time: &time)
                 trace.children[index] = [inner]
                 x = inner.output
             case .residual(let r):
-                let main = r.main.trace(x, training: training, rng: &rng)
+                var sideTime = time
+                let main = r.main.trace(x, training: training, rng: &rng, time: &time)
                 var sum = main.output
                 if let shortcut = r.shortcut {
-                    let side = shortcut.trace(x, training: training, rng: &rng)
+                    let side = shortcut.trace(x, training: training, rng: &rng, time: &sideTime)
                     trace.children[index] = [main, side]
                     sum += side.output
                 } else {
@@ -363,6 +390,10 @@ public struct Sequential: Sendable, Equatable {
                 }
             case .activation(let a):
                 a.apply(to: &x)
+            case .spiking(let s):
+                let (spikes, record) = s.forward(x, time: &time)
+                trace.spiking[index] = record
+                x = spikes
             }
             trace.outputs.append(x)
         }
@@ -467,6 +498,11 @@ public struct Sequential: Sendable, Equatable {
                 s = [s[0], s[2]]
             case .flatten:
                 s = [s[0], s.dropFirst().reduce(1, *)]
+            case .spiking(let spiking):
+                do { s = try Sequential([spiking.synapse.layer]).outputShape(input: s) } catch {
+                    guard case .shapeMismatch(_, let description) = error else { throw error }
+                    throw .shapeMismatch(layer: index, description: "spiking layer: \(description)")
+                }
             case .dropout, .gaussianNoise, .activation:
                 break
             }

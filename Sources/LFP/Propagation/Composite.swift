@@ -160,6 +160,11 @@ public struct Composite: Sendable, Equatable, CustomStringConvertible {
                 throw .invalidComposite("composite \(name): \(selector) selects no layer of the model")
             }
         }
+        for (index, (path, layer)) in leaves.enumerated() where layer.kind == .spiking {
+            if let rule = rules[index], !SpikingLayer.accepts(rule) {
+                throw .incompatibleRule("\(rule) is not defined for spiking layers (layer \(index) \(path)); use epsilon, zero or zplus-zminus")
+            }
+        }
         return rules
     }
 }

@@ -81,7 +81,8 @@ public struct FeedbackPropagator: Sendable {
         precondition(rules.count == model.leaves.count, "propagator was resolved for another model")
         var collected = Collected()
         var layerFeedback: [Tensor] = options.recordLayerFeedback ? Array(repeating: Tensor(shape: [0]), count: model.layers.count) : []
-        let batch = Float(max(1, feedback.shape.first ?? 1))
+        // The batch size: rows of the feedback, or rows per step of a spiking network's stacked output.
+        let batch = Float(max(1, (feedback.shape.first ?? 1) / trace.timeSteps))
         let scale: Float = (options.reduction == .mean ? 1 / batch : 1) * parameterScale
         let f = backward(model, trace: trace, feedback: feedback, prefix: "", computeInput: options.computeInputFeedback || options.recordLayerFeedback,
                          parameterScale: scale, layerFeedback: &layerFeedback, into: &collected)
@@ -111,7 +112,7 @@ public struct FeedbackPropagator: Sendable {
             }
             /// Stores a rule's parameter feedback (under `module` inside the layer, for attention's
             /// projections) and moves on with its input feedback.
-            func collect(_ out: RuleOutput, module: String = "") {
+            func collect(_ out: RuleOutput, module: String = "", normalize: Bool = true) {
                 let owner = Sequential.join(name, module)
                 let (weightName, biasName) = (Sequential.join(owner, "weight"), Sequential.join(owner, "bias"))
                 if let fw = out.weightFeedback { collected.parameters[weightName] = fw }
@@ -120,7 +121,7 @@ public struct FeedbackPropagator: Sendable {
                 if out.biasFeedbackIsFinite { collected.checkedFinite.insert(biasName) }
                 if let fi = out.inputFeedback {
                     f = fi
-                    if options.backwardNormalization {
+                    if options.backwardNormalization && normalize {
                         let m = f.maxAbs()
                         if m > 0 && m.isFinite { f = f * (1 / m) }
                     }
@@ -213,6 +214,14 @@ public struct FeedbackPropagator: Sendable {
                 if let mask = trace.dropoutMasks[index] { f = f * Tensor(shape: f.shape, storage: mask) }
             case .activation, .gaussianNoise:
                 break  // identity: no derivative is taken; noise only moved the forward values
+            case .spiking(let s):
+                // The rule through time at the membrane gives the signal `c` at the currents, then the
+                // synapse's maps (LFP-MATH.md section 6). Backward normalisation acts per step.
+                let record = trace.spiking[index]!
+                let steps = trace.timeSteps
+                let c = s.currentFeedback(f, input: input, record: record, steps: steps, rule: rulesByPath[name]!)
+                collect(s.feedbackMaps(c, input: input, record: record, steps: steps, needInput: needInput, scale: scale), normalize: false)
+                if needInput && options.backwardNormalization { Spiking.normalizePerStep(&f, record.staticInput ? 1 : steps) }
             }
         }
         return f

@@ -35,7 +35,7 @@ public enum SpikingFeedbackFunction: Sendable, CustomStringConvertible {
     static func rateCodedFeedback(spikes: Tensor, labels: [Int]) -> Tensor {
         let steps = spikes.shape[0], n = spikes.shape[1], c = spikes.shape[2]
         let kappa = Float(steps / 2)
-        let counts = SpikingNetwork.spikeCounts(spikes)
+        let counts = Spiking.spikeCounts(spikes)
         func sigmoid(_ x: Float) -> Float { 1 / (1 + Foundation.exp(-x)) }
         var f = Tensor(shape: spikes.shape)
         for i in 0..<n {
@@ -89,10 +89,10 @@ public enum SpikingLoss: String, Sendable, CaseIterable {
             g.reshape(output.shape)
             return (value, g)
         case .countCrossEntropy:
-            let counts = SpikingNetwork.spikeCounts(spikes)
+            let counts = Spiking.spikeCounts(spikes)
             let (value, gc) = Loss.softmaxCrossEntropy.evaluate(logits: counts, labels: labels, reduction: .mean)
             // d count / d S[t] = 1 at every step.
-            return (value, SpikingNetwork.repeated(gc, steps).reshaped(output.shape))
+            return (value, Spiking.repeated(gc, steps).reshaped(output.shape))
         }
     }
 }

@@ -2,9 +2,9 @@ import LFPTensor
 
 /// How a spiking network is trained.
 public enum SpikingMethod: Sendable, Equatable, CustomStringConvertible {
-    /// LFP-epsilon through time (``SpikingPropagator``) with the spiking feedback function.
+    /// LFP-epsilon through time (``SpikingLayer``s in ``FeedbackPropagator``) with the spiking feedback function.
     case lfp(epsilon: Float = Rule.defaultEpsilon)
-    /// LFP-z+z- through time (``SpikingPropagator``, rule `.zPlusZMinus`).
+    /// LFP-z+z- through time (rule `.zPlusZMinus` on every spiking layer).
     case lfpZPlusZMinus(epsilon: Float = Rule.defaultEpsilon)
     /// Back-propagation through time with a surrogate spike derivative and a spike loss.
     case gradient(surrogate: Surrogate = .atan(), loss: SpikingLoss = .rateCrossEntropy)
@@ -27,20 +27,22 @@ public enum SpikingMethod: Sendable, Equatable, CustomStringConvertible {
     }
 }
 
-/// One training step for a ``SpikingNetwork``, LFP or gradient: forward over `steps` time
-/// steps (constant encoding), signal at the output spikes (feedback function or loss gradient),
-/// backward through time, optional clipping, optimizer update. Under LFP the optimizer
-/// receives `-feedback` (LFP-MATH.md section 3), as ``Trainer`` does.
+/// One training step for a spiking network (a ``Sequential`` with ``SpikingLayer``s), LFP or
+/// gradient: forward unrolled over `steps` time steps (constant encoding), signal at the output
+/// spikes (the spiking feedback function, or a spike loss's gradient), backward through time by
+/// the ordinary engines (``FeedbackPropagator``, ``Backpropagation``), optional clipping,
+/// optimizer update. Under LFP the optimizer receives `-feedback` (LFP-MATH.md section 3), as
+/// ``Trainer`` does.
 public struct SpikingTrainer<O: Optimizer>: StepTrainer {
-    public var network: SpikingNetwork
+    public var model: Sequential
     public var optimizer: O
     public var method: SpikingMethod
     /// Number of time steps `T` per sample.
     public var steps: Int
     /// The feedback function at the output spikes (LFP only).
     public var feedback: SpikingFeedbackFunction
-    /// Divide the feedback sent below each synapse by its max-abs per step (LFP only; the
-    /// paper's SNN experiments use it).
+    /// Divide the feedback sent below each spiking layer by its max-abs per step (LFP only; the
+    /// paper's SNN experiments use it). **(choice)** The temporal carry is not normalised.
     public var backwardNormalization: Bool
     /// Sum LFP parameter feedback over the batch (the reference) or average it.
     public var reduction: Reduction
@@ -49,11 +51,16 @@ public struct SpikingTrainer<O: Optimizer>: StepTrainer {
     /// Rescale the directions so their global L2 norm is at most this (nil: no clipping).
     public var clipNorm: Float?
 
-    public init(network: SpikingNetwork, optimizer: O, method: SpikingMethod = .lfp(), steps: Int = 15,
+    /// - Throws: ``ModelError/invalidConfiguration(_:)`` when the model has no spiking layer
+    ///   (its output would not be spikes over time).
+    public init(model: Sequential, optimizer: O, method: SpikingMethod = .lfp(), steps: Int = 15,
                 feedback: SpikingFeedbackFunction = .rateCoded, backwardNormalization: Bool = false,
-                reduction: Reduction = .sum, adaptiveClipping: AdaptiveGradientClipping? = nil, clipNorm: Float? = nil) {
-        precondition(steps >= 1, "a spiking network needs at least one time step")
-        self.network = network
+                reduction: Reduction = .sum, adaptiveClipping: AdaptiveGradientClipping? = nil, clipNorm: Float? = nil) throws(ModelError) {
+        guard Spiking.isSpiking(model) else {
+            throw .invalidConfiguration("a spiking trainer needs a model with spiking layers (Layer.spiking)")
+        }
+        guard steps >= 1 else { throw .invalidConfiguration("a spiking network needs at least one time step, got \(steps)") }
+        self.model = model
         self.optimizer = optimizer
         self.method = method
         self.steps = steps
@@ -64,18 +71,22 @@ public struct SpikingTrainer<O: Optimizer>: StepTrainer {
         self.clipNorm = clipNorm
     }
 
+    /// The forward pass over `steps` steps.
+    public func trace(_ input: Tensor, rng: inout SeededRandom) -> Trace {
+        model.trace(input, training: true, rng: &rng, timeSteps: steps)
+    }
+
     /// The parameter directions (gradient, or `-feedback`) for a batch, without updating.
     /// The result's objective is the mean feedback at the true class (over steps and batch)
     /// under LFP, the loss under gradient descent.
-    public func directions(input: Tensor, labels: [Int]) throws(NumericalFault) -> (directions: [String: Tensor], result: StepResult) {
+    public func directions(input: Tensor, labels: [Int], rng: inout SeededRandom) throws(NumericalFault) -> (directions: [String: Tensor], result: StepResult) {
         precondition(input.shape.first == labels.count, "input \(input.shape) vs \(labels.count) labels")
+        let trace = trace(input, rng: &rng)
+        let spikes = Spiking.unstacked(trace.output, steps: steps)
         var directions: [String: Tensor]
         let objective: Float
-        let trace: SpikingTrace
         switch method {
         case .lfp, .lfpZPlusZMinus:
-            trace = network.trace(input, steps: steps)
-            let spikes = trace.output
             let f = feedback(spikes: spikes, labels: labels)
             if let bad = f.firstNonFiniteIndex { throw NumericalFault(location: "output feedback", value: f.storage[bad]) }
             let n = labels.count, c = spikes.count / max(1, steps * n)
@@ -84,17 +95,16 @@ public struct SpikingTrainer<O: Optimizer>: StepTrainer {
                 for (i, y) in labels.enumerated() { total += Double(f.storage[(t * n + i) * c + y]) }
             }
             objective = Float(total / Double(max(1, steps * n)))
-            // `method.rule` is epsilon or z+z-: never rejected.
-            let propagator = try! SpikingPropagator(rule: method.rule!, backwardNormalization: backwardNormalization,
-                                                    reduction: reduction)
-            directions = propagator.propagate(network: network, trace: trace, feedback: f).parameters
-            for name in directions.keys { directions[name]!.negate() }  // the optimizer descends along -feedback
+            // `method.rule` is epsilon or z+z-, which every spiking layer accepts: never rejected.
+            let propagator = try! FeedbackPropagator(model: model, composite: .uniform(method.rule!),
+                                                     options: PropagationOptions(reduction: reduction, backwardNormalization: backwardNormalization))
+            // The optimizer descends along -feedback: the rules' epilogues negate it.
+            directions = propagator.propagate(model: model, trace: trace, feedback: f.reshaped(trace.output.shape), parameterScale: -1).parameters
         case .gradient(let surrogate, let loss):
-            trace = network.trace(input, steps: steps)
-            let (value, g) = loss.evaluate(spikes: trace.output, labels: labels)
+            let (value, g) = loss.evaluate(spikes: spikes, labels: labels)
             objective = value
-            directions = SpikingBackpropagation.gradients(network: network, trace: trace, outputGradient: g,
-                                                          surrogate: surrogate).parameters
+            directions = Backpropagation.gradients(model: model, trace: trace, outputGradient: g.reshaped(trace.output.shape),
+                                                   surrogate: surrogate).parameters
         }
         for name in directions.keys.sorted() {
             let d = directions[name]!
@@ -103,12 +113,18 @@ public struct SpikingTrainer<O: Optimizer>: StepTrainer {
                                      value: d.storage[bad])
             }
         }
-        let predictions = SpikingNetwork.predictions(spikes: trace.output)
+        let predictions = Spiking.predictions(spikes: spikes)
         let correct = zip(predictions, labels).filter { $0 == $1 }.count
         return (directions, StepResult(objective: objective, correct: correct, count: labels.count))
     }
 
-    public var parameterModel: Sequential { network.synapses }
+    /// `directions(input:labels:rng:)` for models without randomness in training (no dropout).
+    public func directions(input: Tensor, labels: [Int]) throws(NumericalFault) -> (directions: [String: Tensor], result: StepResult) {
+        var rng = SeededRandom(seed: 0)
+        return try directions(input: input, labels: labels, rng: &rng)
+    }
+
+    public var parameterModel: Sequential { model }
 
     public var directionsAreBatchMeans: Bool {
         switch method {
@@ -117,41 +133,49 @@ public struct SpikingTrainer<O: Optimizer>: StepTrainer {
         }
     }
 
-    /// One training step (`rng` is unused: spiking networks here have no dropout).
+    /// One training step (`rng` draws dropout masks where the model has any).
     public mutating func step(input: Tensor, labels: [Int], rng: inout SeededRandom) throws(NumericalFault) -> StepResult {
-        try step(input: input, labels: labels)
-    }
-
-    public func directions(input: Tensor, labels: [Int], rng: inout SeededRandom) throws(NumericalFault) -> (directions: [String: Tensor], result: StepResult) {
-        try directions(input: input, labels: labels)
+        let (directions, result) = try directions(input: input, labels: labels, rng: &rng)
+        try apply(directions)
+        return result
     }
 
     /// `directions` after unit-wise (AGC) and global-norm clipping, as configured.
     public func clipped(_ directions: [String: Tensor]) -> [String: Tensor] {
         var directions = directions
-        if let adaptiveClipping { adaptiveClipping.apply(to: &directions, parameters: network.synapses) }
+        if let adaptiveClipping { adaptiveClipping.apply(to: &directions, parameters: model) }
         if let clipNorm { clipGlobalNorm(&directions, to: clipNorm) }
         return directions
     }
 
     public mutating func apply(_ directions: [String: Tensor]) throws(NumericalFault) {
         let directions = clipped(directions)
-        optimizer.step(&network.synapses, directions: directions)
-        try checkFinite(network.synapses, names: directions.keys)
+        optimizer.step(&model, directions: directions)
+        try checkFinite(model, names: directions.keys)
+    }
+
+    /// One full training step on a batch (for models without dropout).
+    @discardableResult
+    public mutating func step(input: Tensor, labels: [Int]) throws(NumericalFault) -> StepResult {
+        var rng = SeededRandom(seed: 0)
+        return try step(input: input, labels: labels, rng: &rng)
+    }
+
+    /// The predicted classes: most output spikes over `steps` steps (ties go to the lowest class).
+    public func predictions(_ input: Tensor) -> [Int] {
+        Spiking.predictions(spikes: Spiking.unstacked(model(input, timeSteps: steps), steps: steps))
     }
 
     public func accuracy(on source: some BatchSource) -> Double { accuracy(on: source, batchSize: 256) }
 
-    /// One full training step on a batch.
-    @discardableResult
-    public mutating func step(input: Tensor, labels: [Int]) throws(NumericalFault) -> StepResult {
-        let (directions, result) = try directions(input: input, labels: labels)
-        try apply(directions)
-        return result
-    }
-
     /// Accuracy on a source (prediction = most output spikes over `steps` steps), in batches.
     public func accuracy(on source: some BatchSource, batchSize: Int = 256) -> Double {
-        Fit.accuracy(on: source, batchSize: batchSize) { network.predictions($0, steps: steps) }
+        Fit.accuracy(on: source, batchSize: batchSize) { predictions($0) }
+    }
+
+    /// Firing rate of every spiking layer on `input` (mean spikes per neuron per step).
+    public func firingRates(_ input: Tensor) -> [Float] {
+        var rng = SeededRandom(seed: 0)
+        return model.trace(input, training: false, rng: &rng, timeSteps: steps).firingRates
     }
 }
