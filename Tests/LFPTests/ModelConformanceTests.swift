@@ -92,6 +92,37 @@ import LFPTensor
         #expect(checked > 0, "LFP_TORCHVISION_DIR=\(dir) holds no resnet18/34/50.safetensors or vgg16_bn.safetensors")
     }
 
+    /// A state dict of timm's own `VisionTransformer` class (timm 1.0.31, `scripts/reference/timm_vit.py
+    /// tiny`) has exactly our ViT's names and shapes and gives timm's eval-mode logits.
+    @Test func timmViTLoadsWithoutRenaming() throws {
+        let url = try #require(Bundle.module.url(forResource: "Conformance/models/timm_vit", withExtension: "safetensors"))
+        var model = VisionTransformer.make(inputShape: [3, 8, 8], patch: 4, dimension: 8, depth: 2, heads: 2, classes: 10, seed: 0)
+        let file = try SafeTensors.read(url.path).tensors
+        #expect(Set(file.keys).subtracting(["input", "logits"]) == Set(model.stateDict.map(\.name)))
+        try Checkpoint.restore(&model, from: url.path, allowUnexpected: true)
+        #expect(model.parameter("blocks.1.norm2.weight")!.storage == file["blocks.1.norm2.weight"]!.values)
+        Self.expectMatch(model(Self.tensor(try #require(file["input"]))), try #require(file["logits"]), "timm ViT logits", relative: true)
+    }
+
+    /// Opt-in (23-350 MB, not committed): timm's `vit_tiny/small/base_patch16_224` state dicts
+    /// (`scripts/reference/timm_vit.py NAME DIR/NAME.safetensors`, timm's initialisation) load into
+    /// `vit-tiny/small/base` by their own names and give timm's logits. `LFP_TIMM_DIR=DIR`.
+    @Test func timmStateDictsGiveTimmLogits() throws {
+        guard let dir = ProcessInfo.processInfo.environment["LFP_TIMM_DIR"], !dir.isEmpty else { return }
+        var checked = 0
+        for size in ["tiny", "small", "base"] {
+            let path = dir + "/vit_\(size)_patch16_224.safetensors"
+            guard FileManager.default.fileExists(atPath: path) else { continue }
+            let file = try SafeTensors.read(path).tensors
+            var model = try ModelZoo.make("vit-\(size)", .init(inputShape: [3, 224, 224], classes: 1000), seed: 0)
+            #expect(Set(file.keys).subtracting(["input", "logits"]) == Set(model.stateDict.map(\.name)), "vit-\(size) names")
+            try Checkpoint.restore(&model, from: path, allowUnexpected: true)
+            Self.expectMatch(model(Self.tensor(try #require(file["input"]))), try #require(file["logits"]), "vit-\(size) logits", relative: true)
+            checked += 1
+        }
+        #expect(checked > 0, "LFP_TIMM_DIR=\(dir) holds no vit_{tiny,small,base}_patch16_224.safetensors")
+    }
+
     /// The reference's LFP on a tiny ViT in timm's layout (`scripts/reference/vit_fixtures.py`;
     /// VIT-NOTES.md): the ViT composite's epsilon is 1; Linear, the patch convolution and
     /// LayerNorm take the rule, attention's products and softmax and the residual adds pass the
