@@ -1,5 +1,6 @@
 """A timm Vision Transformer's state dict, an input batch and its eval-mode logits: the fixture for
-loading timm weights without renaming (ModelConformanceTests).
+loading timm weights without renaming (ModelConformanceTests). Needs timm in the venv
+(`.reference-venv/bin/pip install timm`; the shared setup script does not install it).
 
     .reference-venv/bin/python scripts/reference/timm_vit.py tiny Tests/LFPTests/Conformance/models/timm_vit.safetensors
     .reference-venv/bin/python scripts/reference/timm_vit.py vit_tiny_patch16_224 DIR/vit_tiny_patch16_224.safetensors
