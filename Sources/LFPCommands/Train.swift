@@ -295,7 +295,7 @@ struct Train: ParsableCommand {
 
         let lfpMethod = method != "gradient"
         let learningRate = lr ?? (lfpMethod ? recipe.learningRate : 0.01)
-        let optimizerValue = AnyOptimizer(makeOptimizer(lr: learningRate))
+        let optimizerValue = ErasedOptimizer(makeOptimizer(lr: learningRate))
         let agcValue = agc.map { AdaptiveGradientClipping(clipping: $0) }
         let reductionValue: Reduction = reduction == "mean" ? .mean : .sum
         let parallel = comm.size > 1 ? Distributed.parallelism(comm, stopRequested: { StopSignal.received != nil }) : nil
@@ -395,7 +395,7 @@ struct Train: ParsableCommand {
     func runLoop<T: StepTrainer>(_ trainer: inout T, state: inout RunState, resumedTensors: [String: TensorRecord]?,
                                  context: RunContext, describe: String,
                                  beforeStep: @escaping (Int, inout T) -> Void = { _, _ in },
-                                 firingRates: ((T) -> [Double])? = nil) throws where T.O == AnyOptimizer {
+                                 firingRates: ((T) -> [Double])? = nil) throws where T.O == ErasedOptimizer {
         let (trainSet, testSet) = (context.trainSet, context.testSet)
         let learningRate = context.learningRate
         let batchesPerEpoch = (trainSet.count + batchSize - 1) / batchSize
@@ -533,19 +533,3 @@ struct Train: ParsableCommand {
     }
 }
 
-/// Type-erased optimizer so the command can choose one at run time.
-struct AnyOptimizer: Optimizer {
-    var base: any Optimizer
-    init(_ base: any Optimizer) { self.base = base }
-    var learningRate: Float {
-        get { base.learningRate }
-        set { base.learningRate = newValue }
-    }
-    mutating func step(_ model: inout Sequential, directions: [String: Tensor]) { base.step(&model, directions: directions) }
-    func stateTensors() -> [String: Tensor] { base.stateTensors() }
-    mutating func loadState(_ tensors: [String: Tensor]) { base.loadState(tensors) }
-    var momentumValue: Float {
-        get { base.momentumValue }
-        set { base.momentumValue = newValue }
-    }
-}

@@ -399,23 +399,6 @@ public enum OptimizerChoice: Sendable, CustomStringConvertible {
     }
 }
 
-/// A type-erased optimizer, so a trainer's optimizer can be chosen at run time.
-public struct ErasedOptimizer: Optimizer {
-    var base: any Optimizer
-    public init(_ base: any Optimizer) { self.base = base }
-    public var learningRate: Float {
-        get { base.learningRate }
-        set { base.learningRate = newValue }
-    }
-    public mutating func step(_ model: inout Sequential, directions: [String: Tensor]) { base.step(&model, directions: directions) }
-    public func stateTensors() -> [String: Tensor] { base.stateTensors() }
-    public mutating func loadState(_ tensors: [String: Tensor]) { base.loadState(tensors) }
-    public var momentumValue: Float {
-        get { base.momentumValue }
-        set { base.momentumValue = newValue }
-    }
-}
-
 /// The settings of one training run.
 public struct RunSettings: Sendable {
     public var method: TrainingMethod

@@ -111,6 +111,54 @@ func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: 
     }
 }
 
+@Suite struct DenseFeedbackTests {
+    /// `scale * |w| ⊙ (s^T x)` by explicit loops.
+    static func naive(_ s: Tensor, _ x: Tensor, _ w: Tensor, _ scale: Float) -> [Double] {
+        let k = s.shape[0], m = s.shape[1], n = x.shape[1]
+        var out = [Double](repeating: 0, count: m * n)
+        for i in 0..<m { for j in 0..<n {
+            var acc = 0.0
+            for p in 0..<k { acc += Double(s[p, i]) * Double(x[p, j]) }
+            out[i * n + j] = acc * Double(abs(w[i, j])) * Double(scale)
+        } }
+        return out
+    }
+
+    /// Shapes with whole tiles, row and column tails, one row, one column, a batch of one and
+    /// the deepest batch the kernel takes; every kernel set the CPU supports.
+    @Test(arguments: [(32, 40, 96), (7, 13, 70), (1, 1, 1), (64, 9, 33), (5, 4, 32), (3, 70, 64), (16, 2, 31)])
+    func matchesNaive(_ shape: (Int, Int, Int)) throws {
+        let (k, m, n) = shape
+        var rng = SeededRandom(seed: UInt64(k * 1000 + m * 10 + n))
+        let s = Tensor.uniform([k, m], bound: 1, rng: &rng), x = Tensor.uniform([k, n], bound: 2, rng: &rng)
+        let w = Tensor.uniform([m, n], bound: 1, rng: &rng)
+        let expected = Self.naive(s, x, w, -0.5)
+        for set in 0...Convolution.Direct.bestKernelSet {
+            let (out, finite) = try #require(DenseFeedback.weightFeedback(s, input: x, weight: w, scale: -0.5, kernelSet: set))
+            #expect(finite)
+            expectClose(out.storage, expected, tolerance: 1e-5, "dense feedback \(shape) set \(set)")
+        }
+    }
+
+    @Test func reportsNonFiniteValuesAndDefersDeepBatches() throws {
+        for (row, column) in [(0, 0), (5, 40), (10, 70)] {  // a tile, a single row, the scalar column tail
+            var rng = SeededRandom(seed: 2)
+            var x = Tensor.uniform([8, 71], bound: 1, rng: &rng)
+            let s = Tensor.uniform([8, 11], bound: 1, rng: &rng), w = Tensor.uniform([11, 71], bound: 1, rng: &rng)
+            x.storage[3 * 71 + column] = .infinity  // sample 3, column `column`: every row of that column
+            for set in 0...Convolution.Direct.bestKernelSet {
+                let (out, finite) = try #require(DenseFeedback.weightFeedback(s, input: x, weight: w, scale: 1, kernelSet: set))
+                #expect(!finite, "set \(set), column \(column)")
+                #expect(!out[row, column].isFinite)
+            }
+        }
+        var rng = SeededRandom(seed: 3)
+        let deep = DenseFeedback.maximumDepth + 1
+        #expect(DenseFeedback.weightFeedback(.uniform([deep, 4], bound: 1, rng: &rng), input: .uniform([deep, 4], bound: 1, rng: &rng),
+                                             weight: .uniform([4, 4], bound: 1, rng: &rng), scale: 1) == nil)
+    }
+}
+
 @Suite struct ConvolutionTests {
     struct Case: Sendable, CustomStringConvertible {
         var n, c, h, w, o, kh, kw, sh, sw, ph, pw, dh, dw: Int

@@ -1,7 +1,8 @@
 #ifndef LFP_KERNELS_H
 #define LFP_KERNELS_H
 
-/// Direct convolution kernels (no im2col), vectorised over 16 output channels.
+/// Direct convolution kernels (no im2col), vectorised over 16 output channels, and the fused
+/// dense weight-feedback kernel.
 ///
 /// Written in C because a C function can carry a CPU target attribute: each kernel is compiled
 /// three times (AVX-512, AVX2+FMA, baseline) and the best one the CPU supports is chosen at run
@@ -52,5 +53,19 @@ void lfp_conv_input_map(int isa, const float *dy, const float *wt, float *dx,
 /// (acc is [C*KH*KW][Opad]). Needs KH*KW <= LFP_DIRECT_MAX_TAPS.
 void lfp_conv_weight_map(int isa, const float *x, const float *dy, float *acc,
                          int n0, int n1, const lfp_conv_geometry *g, float *scratch);
+
+/// The parameter feedback of an LFP rule on a dense layer, in one pass: for rows m in [m0, m1),
+/// out[m, n] = scale * |w[m, n]| * sum_k s[k, m] x[k, n], with s [K, M] the rule's quotient
+/// (batch x outputs), x [K, N] the layer input, xp the same packed by lfp_dense_pack_columns, and
+/// w, out [M, N] (row-major). A product with a
+/// short K (the batch) is bound by the passes over w and out, which this makes one: no
+/// separate zeroing, product and magnitude epilogue. Returns 1 when every result is finite, 0
+/// when one is not, -1 when its scratch could not be allocated (nothing written).
+int lfp_dense_weight_feedback(int isa, const float *s, const float *x, const float *xp, const float *w, float *out,
+                              int K, int M, int N, int m0, int m1, float scale);
+
+/// Packs the first N / 32 * 32 columns of x [K, N] for lfp_dense_weight_feedback: xp
+/// [N / 32][K][32] (K * (N / 32 * 32) floats), each 32 columns contiguous over k.
+void lfp_dense_pack_columns(const float *x, int K, int N, float *xp);
 
 #endif

@@ -99,6 +99,25 @@ struct AffineMap {
         }
     }
 
+    /// The parameter feedback of a rule whose weight map is plain: `scale * |W| ⊙ weightMap(S, A)`,
+    /// and whether every value is finite (nil for pooling). A Linear layer with a short batch
+    /// runs it as one fused pass (`DenseFeedback`); the others take the weight map, then the
+    /// magnitude epilogue.
+    func weightFeedback(_ s: Tensor, input a: Tensor, scale: Float) -> (feedback: Tensor, isFinite: Bool)? {
+        guard let w = weight else { return nil }
+        if case .linear = kind {
+            let o = s.shape.last!, i = a.shape.last!
+            let rows = s.count / max(1, o)
+            if rows <= DenseFeedback.maximumDepth, let fused = DenseFeedback.weightFeedback(
+                s.reshaped([rows, o]), input: a.reshaped([a.count / max(1, i), i]), weight: w, scale: scale) {
+                return fused
+            }
+        }
+        guard var fw = weightMap(s, input: a) else { return nil }
+        let finite = fw.multiplyByMagnitude(of: w, scale: scale)
+        return (fw, finite)
+    }
+
     /// Sum of `S` over the batch (and positions): bias-shaped.
     func biasMap(_ s: Tensor) -> Tensor {
         if case .linear = kind { return Kernels.rowSum(s) }

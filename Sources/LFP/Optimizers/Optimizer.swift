@@ -9,7 +9,10 @@ public protocol Optimizer: Sendable {
     var learningRate: Float { get set }
     /// Applies one update: `directions[name]` is the gradient-like direction of that parameter.
     /// Parameters absent from `directions` are left untouched.
-    mutating func step(_ model: inout Sequential, directions: [String: Tensor])
+    /// - Returns: the names of the updated parameters that now hold NaN or an infinity, found in
+    ///   the update's own pass (the trainer stops on them without reading the parameters again).
+    @discardableResult
+    mutating func step(_ model: inout Sequential, directions: [String: Tensor]) -> Set<String>
     /// The per-parameter state as named tensors (for checkpoints that resume exactly).
     func stateTensors() -> [String: Tensor]
     /// Restores state written by `stateTensors()`.
@@ -52,45 +55,58 @@ public struct SGD: Optimizer {
         for (key, value) in tensors where key.hasPrefix("velocity/") { velocity[String(key.dropFirst(9))] = value }
     }
 
-    public mutating func step(_ model: inout Sequential, directions: [String: Tensor]) {
+    @discardableResult
+    public mutating func step(_ model: inout Sequential, directions: [String: Tensor]) -> Set<String> {
         let lr = learningRate, mu = momentum, damp = dampening, wd = weightDecay, nesterov = nesterov
+        var nonFinite: Set<String> = []
         model.updateParameters { name, p in
             guard let g = directions[name] else { return }
             precondition(g.shape == p.shape, "direction for \(name) has shape \(g.shape), parameter \(p.shape)")
             if p.count == 0 { return }
-            // One fused pass over parameter, direction and velocity, split over the cores.
+            // One fused pass over parameter, direction and velocity, split over the cores, which
+            // also checks the new values (non-finite floats have an all-ones exponent).
             let previous = mu != 0 ? velocity.removeValue(forKey: name) : nil
             var v = previous ?? Tensor(uninitializedShape: mu != 0 ? p.shape : [0])
             let first = previous == nil
-            p.storage.withUnsafeMutableBufferPointer { pp in
+            let finite = p.storage.withUnsafeMutableBufferPointer { pp in
                 g.storage.withUnsafeBufferPointer { pg in
                     v.storage.withUnsafeMutableBufferPointer { pv in
                         let (pw, gw, vw) = (pp.baseAddress!, pg.baseAddress!, pv.baseAddress)
-                        Parallel.elementwise(pp.count) { range in
+                        return Parallel.all(pp.count) { range in
+                            var bad: UInt32 = 0
                             if let vw, mu != 0 && !first && !nesterov && wd == 0 {
                                 // The common case, branch-free so that it vectorises.
                                 let c = 1 - damp
                                 for i in range {
                                     let vi = mu * vw[i] + c * gw[i]
                                     vw[i] = vi
-                                    pw[i] -= lr * vi
+                                    let wi = pw[i] - lr * vi
+                                    pw[i] = wi
+                                    bad |= (wi.bitPattern & 0x7F80_0000) == 0x7F80_0000 ? 1 : 0
                                 }
-                                return
+                                return bad == 0
                             }
                             for i in range {
                                 let gi = wd != 0 ? gw[i] + wd * pw[i] : gw[i]
-                                if mu == 0 { pw[i] -= lr * gi; continue }
-                                // v = g at the first step, mu v + (1 - dampening) g after.
-                                let vi = first ? gi : mu * vw![i] + (1 - damp) * gi
-                                vw![i] = vi
-                                pw[i] -= lr * (nesterov ? gi + mu * vi : vi)
+                                if mu == 0 {
+                                    pw[i] -= lr * gi
+                                } else {
+                                    // v = g at the first step, mu v + (1 - dampening) g after.
+                                    let vi = first ? gi : mu * vw![i] + (1 - damp) * gi
+                                    vw![i] = vi
+                                    pw[i] -= lr * (nesterov ? gi + mu * vi : vi)
+                                }
+                                bad |= pw[i].isFinite ? 0 : 1
                             }
+                            return bad == 0
                         }
                     }
                 }
             }
+            if !finite { nonFinite.insert(name) }
             if mu != 0 { velocity[name] = v }
         }
+        return nonFinite
     }
 }
 
@@ -145,8 +161,10 @@ public struct Adam: Optimizer {
         }
     }
 
-    public mutating func step(_ model: inout Sequential, directions: [String: Tensor]) {
+    @discardableResult
+    public mutating func step(_ model: inout Sequential, directions: [String: Tensor]) -> Set<String> {
         let lr = learningRate, b1 = beta1, b2 = beta2, eps = epsilon, wd = weightDecay, decoupled = decoupledWeightDecay
+        var nonFinite: Set<String> = []
         model.updateParameters { name, p in
             guard var g = directions[name] else { return }
             if wd != 0 {
@@ -156,20 +174,57 @@ public struct Adam: Optimizer {
             steps[name] = t
             var m = firstMoment.removeValue(forKey: name) ?? Tensor(shape: p.shape)
             var v = secondMoment.removeValue(forKey: name) ?? Tensor(shape: p.shape)
-            m.formZipMap(g) { mi, gi in b1 * mi + (1 - b1) * gi }
-            v.formZipMap(g) { vi, gi in b2 * vi + (1 - b2) * gi * gi }
             let c1 = 1 - Float(pow(Double(b1), Double(t)))
             let c2 = (1 - Float(pow(Double(b2), Double(t)))).squareRoot()
             let stepSize = lr / c1
-            p.storage.withUnsafeMutableBufferPointer { pp in
-                m.storage.withUnsafeBufferPointer { pm in
-                    v.storage.withUnsafeBufferPointer { pv in
-                        for i in pp.indices { pp[i] -= stepSize * pm[i] / (pv[i].squareRoot() / c2 + eps) }
+            // Both moments and the parameter in one pass, split over the cores, checking the new values.
+            let finite = p.storage.withUnsafeMutableBufferPointer { pp in
+                g.storage.withUnsafeBufferPointer { pg in
+                    m.storage.withUnsafeMutableBufferPointer { pm in
+                        v.storage.withUnsafeMutableBufferPointer { pv in
+                            let (pw, gw, mw, vw) = (pp.baseAddress!, pg.baseAddress!, pm.baseAddress!, pv.baseAddress!)
+                            return Parallel.all(pp.count) { range in
+                                var bad: UInt32 = 0
+                                for i in range {
+                                    let gi = gw[i]
+                                    let mi = b1 * mw[i] + (1 - b1) * gi
+                                    let vi = b2 * vw[i] + (1 - b2) * gi * gi
+                                    mw[i] = mi
+                                    vw[i] = vi
+                                    let wi = pw[i] - stepSize * mi / (vi.squareRoot() / c2 + eps)
+                                    pw[i] = wi
+                                    bad |= (wi.bitPattern & 0x7F80_0000) == 0x7F80_0000 ? 1 : 0
+                                }
+                                return bad == 0
+                            }
+                        }
                     }
                 }
             }
+            if !finite { nonFinite.insert(name) }
             firstMoment[name] = m
             secondMoment[name] = v
         }
+        return nonFinite
+    }
+}
+
+/// A type-erased optimizer, so a trainer's optimizer can be chosen at run time.
+public struct ErasedOptimizer: Optimizer {
+    var base: any Optimizer
+    public init(_ base: any Optimizer) { self.base = base }
+    public var learningRate: Float {
+        get { base.learningRate }
+        set { base.learningRate = newValue }
+    }
+    @discardableResult
+    public mutating func step(_ model: inout Sequential, directions: [String: Tensor]) -> Set<String> {
+        base.step(&model, directions: directions)
+    }
+    public func stateTensors() -> [String: Tensor] { base.stateTensors() }
+    public mutating func loadState(_ tensors: [String: Tensor]) { base.loadState(tensors) }
+    public var momentumValue: Float {
+        get { base.momentumValue }
+        set { base.momentumValue = newValue }
     }
 }

@@ -254,9 +254,9 @@ extension Rule {
                 t.multiplyElementwise(by: a)
                 out.inputFeedback = t
             }
-            if let w = map.weight, var sw = map.weightMap(s, input: a) {
-                out.weightFeedbackIsFinite = sw.multiplyByMagnitude(of: w, scale: parameterScale)
-                out.weightFeedback = sw
+            if let (fw, finite) = map.weightFeedback(s, input: a, scale: parameterScale) {
+                out.weightFeedback = fw
+                out.weightFeedbackIsFinite = finite
             }
             if let b = map.bias {
                 var sb = map.biasMap(s)

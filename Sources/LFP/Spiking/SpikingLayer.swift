@@ -235,16 +235,17 @@ public struct SpikingLayer: Sendable, Equatable, CustomStringConvertible {
     /// sum c` (times `scale`), and the feedback at the input `s_in[t] * (c[t] W)`.
     func feedbackMaps(_ c: Tensor, input: Tensor, record: Record, steps: Int, needInput: Bool, scale: Float) -> RuleOutput {
         let map = map(inputShape: input.shape)
-        var (fw, fb, fin) = synapseMaps(c, input: input, record: record, steps: steps, needInput: needInput)
+        let s = record.staticInput ? Spiking.sumOverSteps(c, steps) : c
         var out = RuleOutput()
-        out.weightFeedbackIsFinite = fw.multiplyByMagnitude(of: map.weight!, scale: scale)
-        out.weightFeedback = fw
-        if fb != nil, let b = map.bias {
-            out.biasFeedbackIsFinite = fb!.multiplyByMagnitude(of: b, scale: scale)
+        (out.weightFeedback, out.weightFeedbackIsFinite) = map.weightFeedback(s, input: input, scale: scale)!
+        if let b = map.bias {
+            var fb = map.biasMap(c)
+            out.biasFeedbackIsFinite = fb.multiplyByMagnitude(of: b, scale: scale)
             out.biasFeedback = fb
         }
-        if fin != nil {
-            fin!.multiplyElementwise(by: input)
+        if needInput {
+            var fin = map.transpose(s, .plain)
+            fin.multiplyElementwise(by: input)
             out.inputFeedback = fin
         }
         return out

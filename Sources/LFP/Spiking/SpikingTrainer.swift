@@ -150,8 +150,7 @@ public struct SpikingTrainer<O: Optimizer>: StepTrainer {
 
     public mutating func apply(_ directions: [String: Tensor]) throws(NumericalFault) {
         let directions = clipped(directions)
-        optimizer.step(&model, directions: directions)
-        try checkFinite(model, names: directions.keys)
+        try checkFinite(model, names: optimizer.step(&model, directions: directions))
     }
 
     /// One full training step on a batch (for models without dropout).

@@ -159,8 +159,7 @@ public struct Trainer<O: Optimizer>: StepTrainer {
         var directions = directions
         for name in frozen { directions[name] = nil }
         directions = clipped(directions)
-        optimizer.step(&model, directions: directions)
-        try checkFinite(model, names: directions.keys)
+        try checkFinite(model, names: optimizer.step(&model, directions: directions))
     }
 
     /// One full training step on a batch.
@@ -182,11 +181,12 @@ public func clipGlobalNorm(_ directions: inout [String: Tensor], to maximum: Flo
     }
 }
 
-/// Throws when a parameter named in `names` holds NaN or an infinity.
-func checkFinite(_ model: Sequential, names: some Sequence<String>) throws(NumericalFault) {
+/// Throws when a parameter named in `names` (the optimizer's report of what it made non-finite)
+/// holds NaN or an infinity.
+func checkFinite(_ model: Sequential, names wanted: Set<String>) throws(NumericalFault) {
+    guard !wanted.isEmpty else { return }
     // One walk of the model (a lookup by name per parameter walks the graph each time); the
     // alphabetically first faulty parameter is named.
-    let wanted = Set(names)
     var first: (name: String, value: Float)?
     for (name, p) in model.namedParameters where wanted.contains(name) && (first == nil || name < first!.name) {
         if let bad = p.firstNonFiniteIndex { first = (name, p.storage[bad]) }

@@ -1,5 +1,6 @@
-// Direct convolution kernels: one source (conv_body.h), compiled for AVX-512, AVX2+FMA and the
-// baseline instruction set, chosen at run time (lfp_kernels.h says why this is C).
+// Direct convolution kernels (conv_body.h) and the dense weight-feedback kernel (dense_body.h):
+// one source each, compiled for AVX-512, AVX2+FMA and the baseline instruction set, chosen at
+// run time (lfp_kernels.h says why this is C).
 #include "lfp_kernels.h"
 #include <stdlib.h>
 #include <string.h>
@@ -64,6 +65,7 @@ void lfp_conv_pack_weights_flipped(const float *w, const lfp_conv_geometry *g, f
 #define LFP_SUFFIX(name) name##_avx512
 #define LFP_FORWARD_TILE 16
 #include "conv_body.h"
+#include "dense_body.h"
 #undef LFP_SUFFIX
 #undef LFP_FORWARD_TILE
 #pragma clang attribute pop
@@ -72,6 +74,7 @@ void lfp_conv_pack_weights_flipped(const float *w, const lfp_conv_geometry *g, f
 #define LFP_SUFFIX(name) name##_avx2
 #define LFP_FORWARD_TILE 6
 #include "conv_body.h"
+#include "dense_body.h"
 #undef LFP_SUFFIX
 #undef LFP_FORWARD_TILE
 #pragma clang attribute pop
@@ -80,6 +83,7 @@ void lfp_conv_pack_weights_flipped(const float *w, const lfp_conv_geometry *g, f
 #define LFP_SUFFIX(name) name##_baseline
 #define LFP_FORWARD_TILE 3
 #include "conv_body.h"
+#include "dense_body.h"
 #undef LFP_SUFFIX
 #undef LFP_FORWARD_TILE
 
@@ -122,5 +126,21 @@ void lfp_conv_weight_map(int isa, const float *x, const float *dy, float *acc,
         case 1: weight_map_avx2(x, dy, acc, n0, n1, g, scratch); return;
 #endif
         default: weight_map_baseline(x, dy, acc, n0, n1, g, scratch); return;
+    }
+}
+
+void lfp_dense_pack_columns(const float *x, int K, int N, float *xp) {
+    for (long n = 0; n + 32 <= N; n += 32)
+        for (long k = 0; k < K; k++) memcpy(xp + n * K + 32 * k, x + k * N + n, sizeof(float) * 32);
+}
+
+int lfp_dense_weight_feedback(int isa, const float *s, const float *x, const float *xp, const float *w, float *out,
+                              int K, int M, int N, int m0, int m1, float scale) {
+    switch (isa) {
+#if defined(__x86_64__)
+        case 2: return dense_weight_feedback_avx512(s, x, xp, w, out, K, M, N, m0, m1, scale);
+        case 1: return dense_weight_feedback_avx2(s, x, xp, w, out, K, M, N, m0, m1, scale);
+#endif
+        default: return dense_weight_feedback_baseline(s, x, xp, w, out, K, M, N, m0, m1, scale);
     }
 }
