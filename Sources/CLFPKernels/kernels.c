@@ -130,17 +130,40 @@ void lfp_conv_weight_map(int isa, const float *x, const float *dy, float *acc,
 }
 
 void lfp_dense_pack_columns(const float *x, int K, int N, float *xp) {
-    for (long n = 0; n + 32 <= N; n += 32)
-        for (long k = 0; k < K; k++) memcpy(xp + n * K + 32 * k, x + k * N + n, sizeof(float) * 32);
+    for (long n = 0; n < N; n += 32) {
+        const long columns = N - n < 32 ? N - n : 32;
+        for (long k = 0; k < K; k++) {
+            float *to = xp + n * K + 32 * k;
+            memcpy(to, x + k * N + n, sizeof(float) * (size_t)columns);
+            memset(to + columns, 0, sizeof(float) * (size_t)(32 - columns));
+        }
+    }
 }
 
-int lfp_dense_weight_feedback(int isa, const float *s, const float *x, const float *xp, const float *w, float *out,
+void lfp_dense_pack_rows(const float *x, int N, int K, float *xp) {
+    memset(xp, 0, sizeof(float) * (size_t)((N + 31) / 32) * 32 * (size_t)K);
+    for (long n = 0; n < N; n++)
+        for (long k = 0; k < K; k++) xp[(n / 32) * 32 * K + 32 * k + n % 32] = x[n * K + k];
+}
+
+int lfp_dense_weight_feedback(int isa, const float *s, const float *xp, const float *w, float *out,
                               int K, int M, int N, int m0, int m1, float scale) {
     switch (isa) {
 #if defined(__x86_64__)
-        case 2: return dense_weight_feedback_avx512(s, x, xp, w, out, K, M, N, m0, m1, scale);
-        case 1: return dense_weight_feedback_avx2(s, x, xp, w, out, K, M, N, m0, m1, scale);
+        case 2: return dense_weight_feedback_avx512(s, xp, w, out, K, M, N, m0, m1, scale);
+        case 1: return dense_weight_feedback_avx2(s, xp, w, out, K, M, N, m0, m1, scale);
 #endif
-        default: return dense_weight_feedback_baseline(s, x, xp, w, out, K, M, N, m0, m1, scale);
+        default: return dense_weight_feedback_baseline(s, xp, w, out, K, M, N, m0, m1, scale);
+    }
+}
+
+void lfp_dense_forward(int isa, const float *xp, const float *w, const float *bias, float *y,
+                       int K, int M, int N, int m0, int m1) {
+    switch (isa) {
+#if defined(__x86_64__)
+        case 2: dense_forward_avx512(xp, w, bias, y, K, M, N, m0, m1); return;
+        case 1: dense_forward_avx2(xp, w, bias, y, K, M, N, m0, m1); return;
+#endif
+        default: dense_forward_baseline(xp, w, bias, y, K, M, N, m0, m1); return;
     }
 }

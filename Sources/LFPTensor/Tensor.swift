@@ -243,14 +243,13 @@ extension Tensor {
                 let (rs, os) = (r.baseAddress, o.baseAddress)
                 return Parallel.all(r.count) { range in
                     let (rs, os) = (rs!, os!)  // unwrapped once, so that the loop vectorises
-                    // Non-finite floats have an all-ones exponent; an integer OR vectorises.
-                    var nonFinite: UInt32 = 0
+                    var flags: UInt32 = 0
                     for i in range {
                         let v = rs[i] * abs(os[i]) * scale
                         rs[i] = v
-                        nonFinite |= (v.bitPattern & 0x7F80_0000) == 0x7F80_0000 ? 1 : 0
+                        flags |= v.nonFiniteFlag
                     }
-                    return nonFinite == 0
+                    return Float.allFinite(flags)
                 }
             }
         }
@@ -318,4 +317,15 @@ extension Tensor {
         }
         return c
     }
+}
+
+extension Float {
+    /// A flag for finiteness checks fused into elementwise loops: OR it over the values written,
+    /// then ask ``allFinite(_:)``. Non-finite floats have an all-ones exponent, and
+    /// `(bits & 0x7F80_0000) + 0x0080_0000` carries into bit 31 exactly then. Only integer
+    /// and/add/or, so the loop still vectorises (a comparison per element kept loops scalar).
+    @inlinable public var nonFiniteFlag: UInt32 { (bitPattern & 0x7F80_0000) &+ 0x0080_0000 }
+
+    /// Whether the OR of ``nonFiniteFlag`` over some values says they were all finite.
+    @inlinable public static func allFinite(_ flags: UInt32) -> Bool { flags & 0x8000_0000 == 0 }
 }

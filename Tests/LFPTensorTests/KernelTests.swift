@@ -111,7 +111,7 @@ func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: 
     }
 }
 
-@Suite struct DenseFeedbackTests {
+@Suite struct DenseKernelTests {
     /// `scale * |w| ⊙ (s^T x)` by explicit loops.
     static func naive(_ s: Tensor, _ x: Tensor, _ w: Tensor, _ scale: Float) -> [Double] {
         let k = s.shape[0], m = s.shape[1], n = x.shape[1]
@@ -134,10 +134,29 @@ func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: 
         let w = Tensor.uniform([m, n], bound: 1, rng: &rng)
         let expected = Self.naive(s, x, w, -0.5)
         for set in 0...Convolution.Direct.bestKernelSet {
-            let (out, finite) = try #require(DenseFeedback.weightFeedback(s, input: x, weight: w, scale: -0.5, kernelSet: set))
+            let (out, finite) = try #require(DenseKernels.weightFeedback(s, input: x, weight: w, scale: -0.5, kernelSet: set))
             #expect(finite)
             expectClose(out.storage, expected, tolerance: 1e-5, "dense feedback \(shape) set \(set)")
         }
+    }
+
+    /// The forward map `a w^T + b` against naive loops: batches of 1 to 64 (the packed 32-sample
+    /// blocks, full and partial), row tails, with and without bias, on every kernel set.
+    @Test(arguments: [(32, 700, 40), (7, 13, 70), (1, 1, 1), (64, 9, 33), (33, 4, 32), (5, 70, 6)])
+    func forwardMatchesNaive(_ shape: (Int, Int, Int)) throws {
+        let (n, k, m) = shape
+        var rng = SeededRandom(seed: UInt64(n * 1000 + k * 10 + m))
+        let a = Tensor.uniform([n, k], bound: 1, rng: &rng), w = Tensor.uniform([m, k], bound: 1, rng: &rng)
+        let b = Tensor.uniform([m], bound: 1, rng: &rng)
+        let product = Naive.matmul(a, false, w, true)
+        for set in 0...Convolution.Direct.bestKernelSet {
+            let plain = try #require(DenseKernels.forward(a, weight: w, bias: nil, kernelSet: set))
+            expectClose(plain.storage, product, tolerance: 1e-5, "dense forward \(shape) set \(set)")
+            let biased = try #require(DenseKernels.forward(a, weight: w, bias: b, kernelSet: set))
+            #expect(biased.shape == [n, m])
+            expectClose(biased.storage, product.indices.map { product[$0] + Double(b.storage[$0 % m]) }, tolerance: 1e-5, "with bias \(shape)")
+        }
+        #expect(DenseKernels.forward(.uniform([65, 4], bound: 1, rng: &rng), weight: .uniform([3, 4], bound: 1, rng: &rng), bias: nil) == nil)
     }
 
     @Test func reportsNonFiniteValuesAndDefersDeepBatches() throws {
@@ -147,14 +166,14 @@ func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: 
             let s = Tensor.uniform([8, 11], bound: 1, rng: &rng), w = Tensor.uniform([11, 71], bound: 1, rng: &rng)
             x.storage[3 * 71 + column] = .infinity  // sample 3, column `column`: every row of that column
             for set in 0...Convolution.Direct.bestKernelSet {
-                let (out, finite) = try #require(DenseFeedback.weightFeedback(s, input: x, weight: w, scale: 1, kernelSet: set))
+                let (out, finite) = try #require(DenseKernels.weightFeedback(s, input: x, weight: w, scale: 1, kernelSet: set))
                 #expect(!finite, "set \(set), column \(column)")
                 #expect(!out[row, column].isFinite)
             }
         }
         var rng = SeededRandom(seed: 3)
-        let deep = DenseFeedback.maximumDepth + 1
-        #expect(DenseFeedback.weightFeedback(.uniform([deep, 4], bound: 1, rng: &rng), input: .uniform([deep, 4], bound: 1, rng: &rng),
+        let deep = DenseKernels.maximumBatch + 1
+        #expect(DenseKernels.weightFeedback(.uniform([deep, 4], bound: 1, rng: &rng), input: .uniform([deep, 4], bound: 1, rng: &rng),
                                              weight: .uniform([4, 4], bound: 1, rng: &rng), scale: 1) == nil)
     }
 }

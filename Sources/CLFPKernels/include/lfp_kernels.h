@@ -54,18 +54,31 @@ void lfp_conv_input_map(int isa, const float *dy, const float *wt, float *dx,
 void lfp_conv_weight_map(int isa, const float *x, const float *dy, float *acc,
                          int n0, int n1, const lfp_conv_geometry *g, float *scratch);
 
-/// The parameter feedback of an LFP rule on a dense layer, in one pass: for rows m in [m0, m1),
+/// Dense kernels for short batches (at most 64 samples): C = A B with tiles of 4 rows x 32
+/// columns held in registers over the whole depth. The 32-column operand is packed first
+/// (lfp_dense_pack_columns / lfp_dense_pack_rows: [blocks of 32][K][32], zero past the end).
+/// Each call computes rows [m0, m1) of its output; callers split the rows over their workers.
+
+/// The parameter feedback of an LFP rule on a dense layer, in one pass:
 /// out[m, n] = scale * |w[m, n]| * sum_k s[k, m] x[k, n], with s [K, M] the rule's quotient
-/// (batch x outputs), x [K, N] the layer input, xp the same packed by lfp_dense_pack_columns, and
-/// w, out [M, N] (row-major). A product with a
-/// short K (the batch) is bound by the passes over w and out, which this makes one: no
-/// separate zeroing, product and magnitude epilogue. Returns 1 when every result is finite, 0
-/// when one is not, -1 when its scratch could not be allocated (nothing written).
-int lfp_dense_weight_feedback(int isa, const float *s, const float *x, const float *xp, const float *w, float *out,
+/// (batch x outputs), x [K, N] the layer input packed by lfp_dense_pack_columns into xp, and
+/// w, out [M, N] (row-major). With a short K (the batch) the product is bound by the passes
+/// over w and out, which this makes one: no separate zeroing, product and magnitude epilogue.
+/// Returns 1 when every result is finite, 0 when one is not.
+int lfp_dense_weight_feedback(int isa, const float *s, const float *xp, const float *w, float *out,
                               int K, int M, int N, int m0, int m1, float scale);
 
-/// Packs the first N / 32 * 32 columns of x [K, N] for lfp_dense_weight_feedback: xp
-/// [N / 32][K][32] (K * (N / 32 * 32) floats), each 32 columns contiguous over k.
+/// The forward map of a dense layer for a short batch: y[n, m] = sum_k x[n, k] w[m, k] + bias[m]
+/// for n < N (the batch, at most 64), with x [N, K] packed by lfp_dense_pack_rows into xp and
+/// w [M, K] read in place (BLAS would copy all of w into its packed layout first); bias may be NULL.
+void lfp_dense_forward(int isa, const float *xp, const float *w, const float *bias, float *y,
+                       int K, int M, int N, int m0, int m1);
+
+/// Packs x [K, N] by 32 columns: xp [(N + 31) / 32][K][32] (zero past column N).
 void lfp_dense_pack_columns(const float *x, int K, int N, float *xp);
+
+/// Packs the transpose of x [N, K] by 32 columns (of the transpose: rows of x):
+/// xp [(N + 31) / 32][K][32], xp[n / 32][k][n % 32] = x[n, k] (zero past row N).
+void lfp_dense_pack_rows(const float *x, int N, int K, float *xp);
 
 #endif

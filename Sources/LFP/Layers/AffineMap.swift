@@ -101,14 +101,14 @@ struct AffineMap {
 
     /// The parameter feedback of a rule whose weight map is plain: `scale * |W| ⊙ weightMap(S, A)`,
     /// and whether every value is finite (nil for pooling). A Linear layer with a short batch
-    /// runs it as one fused pass (`DenseFeedback`); the others take the weight map, then the
+    /// runs it as one fused pass (`DenseKernels`); the others take the weight map, then the
     /// magnitude epilogue.
     func weightFeedback(_ s: Tensor, input a: Tensor, scale: Float) -> (feedback: Tensor, isFinite: Bool)? {
         guard let w = weight else { return nil }
         if case .linear = kind {
             let o = s.shape.last!, i = a.shape.last!
             let rows = s.count / max(1, o)
-            if rows <= DenseFeedback.maximumDepth, let fused = DenseFeedback.weightFeedback(
+            if rows <= DenseKernels.maximumBatch, let fused = DenseKernels.weightFeedback(
                 s.reshaped([rows, o]), input: a.reshaped([a.count / max(1, i), i]), weight: w, scale: scale) {
                 return fused
             }

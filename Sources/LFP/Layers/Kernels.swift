@@ -9,6 +9,12 @@ enum Kernels {
         precondition(a.rank >= 2 && a.shape.last == i, "Linear expects [N, ..., \(i)], got \(a.shape)")
         let n = a.count / max(1, i)
         let shape = a.shape.dropLast() + [o]
+        // A short batch through a large layer: BLAS would copy all of W into its packed layout
+        // first, which takes longer than the product (DenseKernels).
+        if n <= DenseKernels.maximumBatch && o * i >= 1 << 16,
+           let z = DenseKernels.forward(a.reshaped([n, i]), weight: w, bias: bias) {
+            return z.reshaped(Array(shape))
+        }
         // Every element is written: by the bias fill below, or by the GEMM with beta = 0.
         var z = bias != nil || i > 0 ? Tensor(uninitializedShape: Array(shape)) : Tensor(shape: Array(shape))
         if let bias {

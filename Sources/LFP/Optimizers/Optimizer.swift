@@ -64,7 +64,7 @@ public struct SGD: Optimizer {
             precondition(g.shape == p.shape, "direction for \(name) has shape \(g.shape), parameter \(p.shape)")
             if p.count == 0 { return }
             // One fused pass over parameter, direction and velocity, split over the cores, which
-            // also checks the new values (non-finite floats have an all-ones exponent).
+            // also checks the new values (`Float.nonFiniteFlag`).
             let previous = mu != 0 ? velocity.removeValue(forKey: name) : nil
             var v = previous ?? Tensor(uninitializedShape: mu != 0 ? p.shape : [0])
             let first = previous == nil
@@ -73,18 +73,24 @@ public struct SGD: Optimizer {
                     v.storage.withUnsafeMutableBufferPointer { pv in
                         let (pw, gw, vw) = (pp.baseAddress!, pg.baseAddress!, pv.baseAddress)
                         return Parallel.all(pp.count) { range in
-                            var bad: UInt32 = 0
+                            var flags: UInt32 = 0
                             if let vw, mu != 0 && !first && !nesterov && wd == 0 {
-                                // The common case, branch-free so that it vectorises.
+                                // The common case, branch-free so that it vectorises; the new values
+                                // are checked in blocks still in L1 (with the check inside the
+                                // update loop the compiler no longer vectorised it).
                                 let c = 1 - damp
-                                for i in range {
-                                    let vi = mu * vw[i] + c * gw[i]
-                                    vw[i] = vi
-                                    let wi = pw[i] - lr * vi
-                                    pw[i] = wi
-                                    bad |= (wi.bitPattern & 0x7F80_0000) == 0x7F80_0000 ? 1 : 0
+                                var lo = range.lowerBound
+                                while lo < range.upperBound {
+                                    let hi = min(lo + 4096, range.upperBound)
+                                    for i in lo..<hi {
+                                        let vi = mu * vw[i] + c * gw[i]
+                                        vw[i] = vi
+                                        pw[i] -= lr * vi
+                                    }
+                                    for i in lo..<hi { flags |= pw[i].nonFiniteFlag }
+                                    lo = hi
                                 }
-                                return bad == 0
+                                return Float.allFinite(flags)
                             }
                             for i in range {
                                 let gi = wd != 0 ? gw[i] + wd * pw[i] : gw[i]
@@ -96,9 +102,9 @@ public struct SGD: Optimizer {
                                     vw![i] = vi
                                     pw[i] -= lr * (nesterov ? gi + mu * vi : vi)
                                 }
-                                bad |= pw[i].isFinite ? 0 : 1
+                                flags |= pw[i].nonFiniteFlag
                             }
-                            return bad == 0
+                            return Float.allFinite(flags)
                         }
                     }
                 }
@@ -184,7 +190,7 @@ public struct Adam: Optimizer {
                         v.storage.withUnsafeMutableBufferPointer { pv in
                             let (pw, gw, mw, vw) = (pp.baseAddress!, pg.baseAddress!, pm.baseAddress!, pv.baseAddress!)
                             return Parallel.all(pp.count) { range in
-                                var bad: UInt32 = 0
+                                var flags: UInt32 = 0
                                 for i in range {
                                     let gi = gw[i]
                                     let mi = b1 * mw[i] + (1 - b1) * gi
@@ -193,9 +199,9 @@ public struct Adam: Optimizer {
                                     vw[i] = vi
                                     let wi = pw[i] - stepSize * mi / (vi.squareRoot() / c2 + eps)
                                     pw[i] = wi
-                                    bad |= (wi.bitPattern & 0x7F80_0000) == 0x7F80_0000 ? 1 : 0
+                                    flags |= wi.nonFiniteFlag
                                 }
-                                return bad == 0
+                                return Float.allFinite(flags)
                             }
                         }
                     }

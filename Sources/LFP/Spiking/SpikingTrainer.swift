@@ -150,7 +150,10 @@ public struct SpikingTrainer<O: Optimizer>: StepTrainer {
 
     public mutating func apply(_ directions: [String: Tensor]) throws(NumericalFault) {
         let directions = clipped(directions)
-        try checkFinite(model, names: optimizer.step(&model, directions: directions))
+        // The update first: `model` as an argument before it would be a second reference, and
+        // the update would copy every parameter.
+        let nonFinite = optimizer.step(&model, directions: directions)
+        try checkFinite(model, names: nonFinite)
     }
 
     /// One full training step on a batch (for models without dropout).

@@ -159,7 +159,10 @@ public struct Trainer<O: Optimizer>: StepTrainer {
         var directions = directions
         for name in frozen { directions[name] = nil }
         directions = clipped(directions)
-        try checkFinite(model, names: optimizer.step(&model, directions: directions))
+        // The update first: `model` as an argument before it would be a second reference, and
+        // the update would copy every parameter.
+        let nonFinite = optimizer.step(&model, directions: directions)
+        try checkFinite(model, names: nonFinite)
     }
 
     /// One full training step on a batch.
