@@ -8,6 +8,7 @@
 typedef float v16 __attribute__((ext_vector_type(16)));
 typedef float v16u __attribute__((ext_vector_type(16), aligned(4)));
 
+// LFP_DENSE_ROWS is the rows of a dense tile (2 of them in 16-float accumulators; dense_body.h).
 // LFP_FORWARD_TILE, set per instruction set below, is the most output columns one forward
 // tile holds in accumulator registers: 16 with AVX-512's 32 registers (measured: tiles of 24
 // and 28 columns ran at a half to a third of the speed, most likely spilling), fewer where each
@@ -64,28 +65,34 @@ void lfp_conv_pack_weights_flipped(const float *w, const lfp_conv_geometry *g, f
 #pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma"))), apply_to = function)
 #define LFP_SUFFIX(name) name##_avx512
 #define LFP_FORWARD_TILE 16
+#define LFP_DENSE_ROWS 8
 #include "conv_body.h"
 #include "dense_body.h"
 #undef LFP_SUFFIX
 #undef LFP_FORWARD_TILE
+#undef LFP_DENSE_ROWS
 #pragma clang attribute pop
 
 #pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
 #define LFP_SUFFIX(name) name##_avx2
 #define LFP_FORWARD_TILE 6
+#define LFP_DENSE_ROWS 2
 #include "conv_body.h"
 #include "dense_body.h"
 #undef LFP_SUFFIX
 #undef LFP_FORWARD_TILE
+#undef LFP_DENSE_ROWS
 #pragma clang attribute pop
 #endif
 
 #define LFP_SUFFIX(name) name##_baseline
 #define LFP_FORWARD_TILE 3
+#define LFP_DENSE_ROWS 1
 #include "conv_body.h"
 #include "dense_body.h"
 #undef LFP_SUFFIX
 #undef LFP_FORWARD_TILE
+#undef LFP_DENSE_ROWS
 
 int lfp_kernels_best_isa(void) {
 #if defined(__x86_64__)

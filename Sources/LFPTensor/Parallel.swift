@@ -16,12 +16,13 @@ public enum Parallel {
             return
         }
         // The chunks touch disjoint data (the caller's contract), so sharing `body` is safe.
-        withoutActuallyEscaping(body) { body in
-            let shared = UncheckedSendable(body)
-            DispatchQueue.concurrentPerform(iterations: workers) { w in
-                let lo = count * w / workers, hi = count * (w + 1) / workers
-                if hi > lo { shared.value(w, lo..<hi) }
-            }
+        func chunk(_ w: Int) {
+            let lo = count * w / workers, hi = count * (w + 1) / workers
+            if hi > lo { body(w, lo..<hi) }
+        }
+        if !WorkerPool.shared.run(workers, chunk) {
+            // Another job holds the workers (a nested or concurrent call): the same chunks, here.
+            for w in 0..<workers { chunk(w) }
         }
     }
 

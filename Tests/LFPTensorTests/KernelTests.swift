@@ -448,3 +448,35 @@ func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: 
         #expect(overflowed)
     }
 }
+
+@Suite struct ParallelTests {
+    /// Every element is visited once, by the chunk `Parallel.chunkCount` promises, also when calls
+    /// nest (the inner call runs its chunks on the calling worker) and when several threads submit
+    /// at once (one job holds the workers, the others run their chunks themselves).
+    @Test func chunksCoverTheRangeOnceUnderNestingAndConcurrentCallers() async {
+        func check(_ count: Int) -> Bool {
+            let chunks = Parallel.chunkCount(count, minimumWork: 1)
+            var owner = [Int](repeating: -1, count: count)
+            var inner = [Int](repeating: 0, count: count)
+            owner.withUnsafeMutableBufferPointer { o in
+                inner.withUnsafeMutableBufferPointer { n in
+                    Parallel.chunks(count, minimumWork: 1) { chunk, range in
+                        for i in range { o[i] = o[i] == -1 ? chunk : -2 }
+                        // A nested call over this chunk's own range.
+                        Parallel.chunks(range.count, minimumWork: 1) { _, sub in
+                            for i in sub { n[range.lowerBound + i] += 1 }
+                        }
+                    }
+                }
+            }
+            let expected = (0..<count).map { i in (0..<chunks).first { w in i < count * (w + 1) / chunks }! }
+            return owner == expected && inner.allSatisfy { $0 == 1 }
+        }
+        #expect(check(1) && check(7) && check(100_003))
+        let results = await withTaskGroup(of: Bool.self) { group in
+            for t in 0..<8 { group.addTask { (0..<20).allSatisfy { check(1_000 + 37 * t + $0) } } }
+            return await group.reduce(into: [Bool]()) { $0.append($1) }
+        }
+        #expect(results.count == 8 && results.allSatisfy { $0 })
+    }
+}
