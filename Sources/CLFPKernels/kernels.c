@@ -147,10 +147,22 @@ void lfp_dense_pack_columns(const float *x, int K, int N, float *xp) {
     }
 }
 
-void lfp_dense_pack_rows(const float *x, int N, int K, float *xp) {
-    memset(xp, 0, sizeof(float) * (size_t)((N + 31) / 32) * 32 * (size_t)K);
-    for (long n = 0; n < N; n++)
-        for (long k = 0; k < K; k++) xp[(n / 32) * 32 * K + 32 * k + n % 32] = x[n * K + k];
+void lfp_dense_pack_rows(const float *x, int N, int K, int k0, int k1, float *xp) {
+    const long padded = (N + 31) / 32 * 32;
+    // 16 columns of x at a time: each row of x gives one cache line, written to 16 rows of xp
+    // that stay in L1 while the 32 rows of a block pass.
+    for (long k = k0; k < k1; k += 16) {
+        const long width = k1 - k < 16 ? k1 - k : 16;
+        for (long n = 0; n < padded; n++) {
+            float *to = xp + (n / 32) * 32 * K + 32 * k + n % 32;
+            if (n < N) {
+                const float *from = x + n * K + k;
+                for (long j = 0; j < width; j++) to[32 * j] = from[j];
+            } else {
+                for (long j = 0; j < width; j++) to[32 * j] = 0;
+            }
+        }
+    }
 }
 
 int lfp_dense_weight_feedback(int isa, const float *s, const float *xp, const float *w, float *out,

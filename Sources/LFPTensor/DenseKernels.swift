@@ -63,9 +63,16 @@ public enum DenseKernels {
         guard n <= maximumBatch else { return nil }
         var y = Tensor(uninitializedShape: [n, m])
         if y.count == 0 { return y }
-        var packed = [Float](repeating: 0, count: (n + 31) / 32 * 32 * max(1, k))
-        a.storage.withUnsafeBufferPointer { pa in
-            packed.withUnsafeMutableBufferPointer { lfp_dense_pack_rows(pa.baseAddress!, Int32(n), Int32(k), $0.baseAddress!) }
+        let packed = [Float](unsafeUninitializedCapacity: (n + 31) / 32 * 32 * max(1, k)) { buffer, initialized in
+            // Every element is written: the rows of `a` or the zero padding past them.
+            let xp = buffer.baseAddress!
+            a.storage.withUnsafeBufferPointer { pa in
+                let ap = pa.baseAddress!
+                Parallel.chunks(k, costPerItem: n) { _, columns in
+                    lfp_dense_pack_rows(ap, Int32(n), Int32(k), Int32(columns.lowerBound), Int32(columns.upperBound), xp)
+                }
+            }
+            initialized = buffer.count
         }
         w.storage.withUnsafeBufferPointer { pw in
             y.storage.withUnsafeMutableBufferPointer { py in

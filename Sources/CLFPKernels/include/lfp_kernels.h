@@ -78,7 +78,8 @@ void lfp_dense_forward(int isa, const float *xp, const float *w, const float *bi
 void lfp_dense_pack_columns(const float *x, int K, int N, float *xp);
 
 /// Packs the transpose of x [N, K] by 32 columns (of the transpose: rows of x):
-/// xp [(N + 31) / 32][K][32], xp[n / 32][k][n % 32] = x[n, k] (zero past row N).
-void lfp_dense_pack_rows(const float *x, int N, int K, float *xp);
+/// xp [(N + 31) / 32][K][32], xp[n / 32][k][n % 32] = x[n, k] (zero past row N), for the
+/// columns k in [k0, k1) (callers split K over their workers).
+void lfp_dense_pack_rows(const float *x, int N, int K, int k0, int k1, float *xp);
 
 #endif
