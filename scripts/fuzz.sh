@@ -64,7 +64,7 @@ build_c_kernels() {
   if stale "$OUT/obj/CLFPKernels.o" "${sources[@]}"; then
     echo "fuzz.sh: compiling CLFPKernels" >&2
     "$(dirname "$(readlink -f "$SWIFTC")")/clang" -O2 -g -fsanitize=address -I "$ROOT/Sources/CLFPKernels/include" \
-      -c "$ROOT/Sources/CLFPKernels/conv.c" -o "$OUT/obj/CLFPKernels.o"
+      -c "$ROOT/Sources/CLFPKernels/kernels.c" -o "$OUT/obj/CLFPKernels.o"
   fi
 }
 
