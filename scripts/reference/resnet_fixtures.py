@@ -69,6 +69,7 @@ from torch import nn
 REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))  # lfp_compat.py: lxt 0.6 -> lxt 2.1 import shim
 import lfp_compat  # noqa: E402,F401  (must come before lfprop.propagation)
+import fixture_support as fs  # noqa: E402
 from lfprop.model.custom_resnet import CustomBasicBlock, Sum  # noqa: E402
 from lfprop.propagation import propagator_lxt  # noqa: E402
 from lfprop.rewards import reward_functions as rewards  # noqa: E402
@@ -329,11 +330,7 @@ def build_file(model, x, labels, train, epsilon, dtype=torch.float64):
             mod = dict(res["model"].named_modules())[bn]
             for buf in ("running_mean", "running_var", "num_batches_tracked"):
                 t[f"running.{bn}.{buf}"] = getattr(mod, buf)
-    out = {}
-    for k, v in t.items():
-        v = v.detach()
-        out[k] = (v.to(torch.float32) if v.is_floating_point() else v.to(torch.int64)).contiguous()
-    return out, res
+    return fs.file_tensors(t), res
 
 
 def check_running_stats(model, res):
@@ -352,11 +349,7 @@ def check_running_stats(model, res):
 
 
 def main():
-    if len(sys.argv) != 2:
-        sys.exit(__doc__.split("\n\n")[1])
-    outdir = pathlib.Path(sys.argv[1])
-    outdir.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(1)
+    outdir = fs.output_dir(__doc__)
     model, x, labels = make_model_and_batch()
 
     cases = [("resnet_bn_eval", False, EPSILON), ("resnet_bn_train", True, EPSILON),
@@ -408,13 +401,7 @@ def main():
 
         # float32 run of the same step: the float32 noise floor against this float64 reference
         r32, _ = build_file(model, x, labels, train, eps, dtype=torch.float32)
-        worst32, where = 0.0, ""
-        for k, v in tensors.items():
-            computed = v.is_floating_point() and not k.startswith(("state.", "running.")) and k != "input"
-            if computed:
-                e = ((r32[k] - v).abs().max() / max(1.0, v.abs().max().item())).item()
-                if e > worst32:
-                    worst32, where = e, k
+        worst32, where = fs.float32_worst(r32, tensors, skip=("state.", "running."))
         print(f"   float32 reference run vs this file: worst relative diff {worst32:.3g} ({where})")
         ok &= worst32 < 1e-5
     if not ok:

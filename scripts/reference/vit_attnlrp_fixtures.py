@@ -55,6 +55,7 @@ from torch import nn
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import fixture_support as fs  # noqa: E402
 import vit_fixtures as vf  # noqa: E402  (imports lfp_compat first, defines TinyViT, FxTracer, ...)
 from lfprop.propagation import propagator_lxt, propagator_vit  # noqa: E402
 from lfprop.rewards import reward_functions as rewards  # noqa: E402
@@ -222,14 +223,6 @@ def spellings_replaced():
     return out
 
 
-def record(trace, name, output, inputs=None):
-    call = {"inputs": inputs, "output": output.detach()}
-    assert name not in trace, f"{name} called twice"
-    trace[name] = call
-    if output.requires_grad:
-        output.register_hook(lambda g: call.__setitem__("grad_out", g.detach()))
-
-
 def lfp_step(state, x, labels, dtype, scale_mode="q_mul"):
     m = build_model(state, dtype, scale_mode)
     x = x.to(dtype)
@@ -239,8 +232,8 @@ def lfp_step(state, x, labels, dtype, scale_mode="q_mul"):
     assert all(w.epsilon == EPSILON for w in wrappers.values() if isinstance(w, propagator_lxt.LFPEpsilon))
     trace = {}
     hooks = [mod.register_forward_hook(
-        lambda mod_, i, o, n=n: record(trace, n, o, [t.detach() for t in i])) for n, mod in wrappers.items()]
-    hooks += [mods[n].register_forward_hook(lambda mod_, i, o, n=n: record(trace, TAPS[n], o)) for n in TAPS]
+        lambda mod_, i, o, n=n: vf.record(trace, n, o, [t.detach() for t in i])) for n, mod in wrappers.items()]
+    hooks += [mods[n].register_forward_hook(lambda mod_, i, o, n=n: vf.record(trace, TAPS[n], o)) for n in TAPS]
     inp = x.detach().requires_grad_(True)
     out = gm(inp)
     reward = rewards.SoftmaxLossReward(torch.device("cpu"))(out, labels).detach()
@@ -266,17 +259,7 @@ def verify(res):
     d = {}
     stab = vf.stab  # z + 1 * sign(z), sign(0) = +1
 
-    def diff(key, a, b):
-        d[key] = max(d.get(key, 0.0), (a - b).abs().max().item())
-
-    def R(name):
-        return tr[name]["grad_out"]
-
-    def z(name):
-        return tr[name]["output"]
-
-    def a(name):
-        return tr[name]["inputs"][0]
+    diff, R, z, a = vf.trace_accessors(tr, d)
 
     def linear_rule(name):
         lin = mods[name]
@@ -410,25 +393,11 @@ def to_file(res, state, x, labels):
     for name, call in res["trace"].items():
         if name not in skip:
             t[f"layer_feedback.{name}"] = call["grad_out"]
-    return {k: (v.detach().to(torch.float32) if v.is_floating_point() else v.detach().to(torch.int64)).contiguous()
-            for k, v in t.items()}
-
-
-def max_rel(a, b):
-    worst, where = 0.0, ""
-    for k in b:
-        e = ((a[k] - b[k]).abs().max() / b[k].abs().max()).item()
-        if e > worst:
-            worst, where = e, k
-    return worst, where
+    return fs.file_tensors(t)
 
 
 def main():
-    if len(sys.argv) != 2:
-        sys.exit(__doc__.split("\n\n")[1])
-    outdir = pathlib.Path(sys.argv[1])
-    outdir.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(1)
+    outdir = fs.output_dir(__doc__)
     state, x, labels, ref = load_source()
     ok = True
 
@@ -487,18 +456,18 @@ def main():
 
     # how far this is from the module-rules-only fixture and other variants
     ref_fb = {k[len("feedback."):]: v.double() for k, v in ref.items() if k.startswith("feedback.")}
-    e, where = max_rel({k: v for k, v in res["feedback"].items()}, ref_fb)
+    e, where = fs.max_rel({k: v for k, v in res["feedback"].items()}, ref_fb)
     print(f"   vs vit_eval (lfprop as it runs: module rules only): feedback worst diff/max|ref| {e:.3g} ({where}); "
           f"input feedback {((res['input_feedback'] - ref['input_feedback'].double()).abs().max() / ref['input_feedback'].abs().max()).item():.3g} of max")
     plain_tr = vf.traced_step(plain.float(), x, labels, torch.float64)  # timm's attn.softmax(-1): not replaced
-    e, where = max_rel(plain_tr["feedback"], res["feedback"])
+    e, where = fs.max_rel(plain_tr["feedback"], res["feedback"])
     print(f"   vs timm's method softmax (traced, softmax NOT replaced, rules {plain_tr['replaced']}): "
           f"feedback worst diff/max|this| {e:.3g} ({where})")
     alt = lfp_step(state, x, labels, torch.float64, scale_mode="div_scores")
     alt_names = sorted(getattr(alt["replaced"][n], "__name__", str(alt["replaced"][n])) for n in alt["replaced"])
     print(f"   variant (q @ k^T) / sqrt(hd): graph fails: {alt['softmax_error'][0]}; without _stacklevel: "
           f"{alt['softmax_error'][1]}; with div2_fn.apply: runs")
-    e, where = max_rel(alt["feedback"], res["feedback"])
+    e, where = fs.max_rel(alt["feedback"], res["feedback"])
     print(f"   variant (q @ k^T) / sqrt(hd) (HF 4.x; div -> div2_fn) replaced {alt_names}: "
           f"feedback worst diff/max|this| {e:.3g} ({where}); logits {(alt['logits'] - res['logits']).abs().max().item():.3g}")
     b = f"blocks.{vf.DEPTH - 1}"  # last block: everything above its qkv output is the same in both variants
@@ -511,12 +480,7 @@ def main():
 
     # float32 noise floor
     r32 = to_file(lfp_step(state, x, labels, torch.float32), state, x, labels)
-    worst, where = 0.0, ""
-    for k, v in tensors.items():
-        if v.is_floating_point() and not k.startswith("state.") and k != "input":
-            et = ((r32[k] - v).abs().max() / v.abs().max().clamp_min(1e-30)).item()
-            if et > worst:
-                worst, where = et, k
+    worst, where = fs.float32_worst(r32, tensors, unit_floor=False)
     print(f"   float32 run vs this file: worst diff / max|ref| per tensor {worst:.3g} ({where})")
     ok &= worst < 1e-4
     if not ok:

@@ -75,6 +75,7 @@ from torch import nn
 REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))  # lfp_compat.py: lxt 0.6 -> lxt 2.1 import shim
 import lfp_compat  # noqa: E402,F401  (must come before lfprop.propagation)
+import fixture_support as fs  # noqa: E402
 from lfprop.propagation import propagator_lxt, propagator_vit  # noqa: E402
 from lfprop.rewards import reward_functions as rewards  # noqa: E402
 from lxt import core as lcore  # noqa: E402  (= lxt.explicit.core)
@@ -355,12 +356,9 @@ def stab(z, eps=EPSILON):
     return z + eps * torch.where(z >= 0, 1.0, -1.0).to(z)
 
 
-def verify(res):
-    """{check name: max abs difference} between the hand formulas and what lfprop produced."""
-    m, tr, fb = res["model"], res["trace"], res["feedback"]
-    mods = dict(m.named_modules())
-    d = {}
-
+def trace_accessors(tr, d):
+    """What every verify() reads from a recorded trace: diff(key, a, b) keeps the largest max|a - b| per
+    key in `d`; R, z, a: the feedback arriving at a module's output, its output, its first input."""
     def diff(key, a, b):
         d[key] = max(d.get(key, 0.0), (a - b).abs().max().item())
 
@@ -372,6 +370,17 @@ def verify(res):
 
     def a(name):
         return tr[name]["inputs"][0]
+
+    return diff, R, z, a
+
+
+def verify(res):
+    """{check name: max abs difference} between the hand formulas and what lfprop produced."""
+    m, tr, fb = res["model"], res["trace"], res["feedback"]
+    mods = dict(m.named_modules())
+    d = {}
+
+    diff, R, z, a = trace_accessors(tr, d)
 
     def linear_rule(name):  # epsilon rule on nn.Linear applied to [N, T, I] (or [N, I])
         lin = mods[name]
@@ -593,29 +602,11 @@ def build_file(model, x, labels, dtype=torch.float64):
     for name, call in res["trace"].items():
         if name not in skip:
             t[f"layer_feedback.{name}"] = call["grad_out"]
-    out = {}
-    for k, v in t.items():
-        v = v.detach()
-        out[k] = (v.to(torch.float32) if v.is_floating_point() else v.to(torch.int64)).contiguous()
-    return out, res
-
-
-def max_rel(a, b):
-    """max over matching keys of max|a - b| / max|b| (per tensor) for two dicts of tensors."""
-    worst, where = 0.0, ""
-    for k in b:
-        e = ((a[k] - b[k]).abs().max() / b[k].abs().max()).item()
-        if e > worst:
-            worst, where = e, k
-    return worst, where
+    return fs.file_tensors(t), res
 
 
 def main():
-    if len(sys.argv) != 2:
-        sys.exit(__doc__.split("\n\n")[1])
-    outdir = pathlib.Path(sys.argv[1])
-    outdir.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(1)
+    outdir = fs.output_dir(__doc__)
     model, x, labels = make_model_and_batch()
     ok = True
 
@@ -668,7 +659,7 @@ def main():
     # HF layout (lfprop's own ViT): same weights, same step; HF's eager softmax runs in float32 even in float64
     hf = hf_step(model, x, labels, torch.float64)
     print(f"   HF ViTForImageClassification parameters without feedback: {hf['no_feedback']}")
-    e_fb, where = max_rel(hf["feedback"], res["feedback"])
+    e_fb, where = fs.max_rel(hf["feedback"], res["feedback"])
     e_in = ((hf["input_feedback"] - res["input_feedback"]).abs().max()).item()
     e_lg = ((hf["logits"] - res["logits"]).abs().max()).item()
     print(f"   HF layout vs this file (float64 runs): logits {e_lg:.3g}, input feedback {e_in:.3g}, "
@@ -678,7 +669,7 @@ def main():
 
     # what lxt's function rules would have changed, had lfprop used the traced graph
     tr = traced_step(model, x, labels, torch.float64)
-    e_fb, where = max_rel(tr["feedback"], res["feedback"])
+    e_fb, where = fs.max_rel(tr["feedback"], res["feedback"])
     print(f"   traced graph (lxt rules on {tr['replaced']}) vs this file: "
           f"feedback worst diff/max|ref| {e_fb:.3g} ({where}), "
           f"input feedback {(tr['input_feedback'] - res['input_feedback']).abs().max().item():.3g} "
@@ -686,16 +677,8 @@ def main():
 
     # float32 run of the same step: the float32 noise floor against this float64 reference
     r32, _ = build_file(model, x, labels, dtype=torch.float32)
-    worst32, where = 0.0, ""
-    worst32t, wheret = 0.0, ""
-    for k, v in tensors.items():
-        if v.is_floating_point() and not k.startswith("state.") and k != "input":
-            e = ((r32[k] - v).abs().max() / max(1.0, v.abs().max().item())).item()
-            et = ((r32[k] - v).abs().max() / v.abs().max().clamp_min(1e-30)).item()
-            if e > worst32:
-                worst32, where = e, k
-            if et > worst32t:
-                worst32t, wheret = et, k
+    worst32, where = fs.float32_worst(r32, tensors)
+    worst32t, wheret = fs.float32_worst(r32, tensors, unit_floor=False)
     print(f"   float32 reference run vs this file: worst diff / max(1, max|ref|) {worst32:.3g} ({where}); "
           f"worst diff / max|ref| {worst32t:.3g} ({wheret})")
     ok &= worst32 < 1e-5
