@@ -51,9 +51,3 @@ public enum Parallel {
     }
 }
 
-/// Wraps a value that is shared across the workers of `Parallel.chunks`.
-struct UncheckedSendable<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
-}
-

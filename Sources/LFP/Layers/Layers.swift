@@ -147,6 +147,15 @@ public struct Linear: Sendable, Equatable {
         self.weight = weight
         self.bias = bias
     }
+
+    /// `x W^T + b` for `x [..., in]`.
+    func callAsFunction(_ x: Tensor) -> Tensor { Kernels.linearForward(x, weight: weight, bias: bias) }
+
+    /// Applies `visit` to `weight` and `bias` in place.
+    mutating func updateParameters(_ visit: (String, inout Tensor) -> Void) {
+        visit("weight", &weight)
+        if bias != nil { visit("bias", &bias!) }
+    }
 }
 
 /// A 2-D convolution, weight `[out, in, kh, kw]` (PyTorch layout), NCHW input.
@@ -186,6 +195,17 @@ public struct Conv2d: Sendable, Equatable {
     public func geometry(input shape: [Int]) -> ConvGeometry {
         ConvGeometry(inChannels: shape[1], inHeight: shape[2], inWidth: shape[3], outChannels: outChannels,
                      kernel: kernelSize, stride: stride, padding: padding, dilation: dilation)
+    }
+
+    /// The convolution of `x [N, C, H, W]`, plus the bias.
+    func callAsFunction(_ x: Tensor) -> Tensor {
+        Convolution.forward(x, weight: weight, bias: bias, geometry: geometry(input: x.shape))
+    }
+
+    /// Applies `visit` to `weight` and `bias` in place.
+    mutating func updateParameters(_ visit: (String, inout Tensor) -> Void) {
+        visit("weight", &weight)
+        if bias != nil { visit("bias", &bias!) }
     }
 }
 

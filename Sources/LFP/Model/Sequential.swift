@@ -223,15 +223,9 @@ public struct Sequential: Sendable, Equatable {
             func visit(_ local: String, _ t: inout Tensor) { update(Sequential.join(name, local), &t) }
             switch layers[index].kind {
             case .linear:
-                updateInPlace(index, { if case .linear(let l) = $0 { l } else { nil } }, Layer.linear) { l in
-                    visit("weight", &l.weight)
-                    if l.bias != nil { visit("bias", &l.bias!) }
-                }
+                updateInPlace(index, { if case .linear(let l) = $0 { l } else { nil } }, Layer.linear) { $0.updateParameters(visit) }
             case .conv2d:
-                updateInPlace(index, { if case .conv2d(let c) = $0 { c } else { nil } }, Layer.conv2d) { c in
-                    visit("weight", &c.weight)
-                    if c.bias != nil { visit("bias", &c.bias!) }
-                }
+                updateInPlace(index, { if case .conv2d(let c) = $0 { c } else { nil } }, Layer.conv2d) { $0.updateParameters(visit) }
             case .batchNorm:
                 updateInPlace(index, { if case .batchNorm(let b) = $0 { b } else { nil } }, Layer.batchNorm) { b in
                     visit("weight", &b.weight)
@@ -311,7 +305,10 @@ public struct Sequential: Sendable, Equatable {
     ///     Without spiking layers it changes nothing.
     public func trace(_ input: Tensor, training: Bool, rng: inout SeededRandom, timeSteps: Int = 1) -> Trace {
         var time = TimeContext(steps: timeSteps)
-        return trace(input, training: training, rng: &rng, time: &time)
+        var result = trace(input, training: training, rng: &rng, time: &time)
+        // Without a spiking layer nothing was stacked: the output has one row per sample.
+        if !time.stacked { result.timeSteps = 1 }
+        return result
     }
 
     /// The forward pass in a time context (the spike function, whether the tensor is stacked yet).
@@ -325,9 +322,9 @@ public struct Sequential: Sendable, Equatable {
             trace.inputs.append(x)
             switch layer {
             case .linear(let l):
-                x = Kernels.linearForward(x, weight: l.weight, bias: l.bias)
+                x = l(x)
             case .conv2d(let c):
-                x = Convolution.forward(x, weight: c.weight, bias: c.bias, geometry: c.geometry(input: x.shape))
+                x = c(x)
             case .maxPool2d(let p):
                 let (y, argmax) = Pooling.maxForward(x, geometry: p.geometry(input: x.shape))
                 trace.maxPoolArgmax[index] = argmax

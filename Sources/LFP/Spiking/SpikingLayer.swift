@@ -88,13 +88,11 @@ public struct SpikingLayer: Sendable, Equatable, CustomStringConvertible {
         switch synapse {
         case .linear(var l):
             synapse = empty
-            visit("weight", &l.weight)
-            if l.bias != nil { visit("bias", &l.bias!) }
+            l.updateParameters(visit)
             synapse = .linear(l)
         case .conv2d(var c):
             synapse = empty
-            visit("weight", &c.weight)
-            if c.bias != nil { visit("bias", &c.bias!) }
+            c.updateParameters(visit)
             synapse = .conv2d(c)
         }
     }
@@ -104,8 +102,8 @@ public struct SpikingLayer: Sendable, Equatable, CustomStringConvertible {
     func forward(_ x: Tensor, time: inout TimeContext) -> (spikes: Tensor, record: Record) {
         var current: Tensor
         switch synapse {
-        case .linear(let l): current = Kernels.linearForward(x, weight: l.weight, bias: l.bias)
-        case .conv2d(let c): current = Convolution.forward(x, weight: c.weight, bias: c.bias, geometry: c.geometry(input: x.shape))
+        case .linear(let l): current = l(x)
+        case .conv2d(let c): current = c(x)
         }
         let staticInput = !time.stacked
         if staticInput {
