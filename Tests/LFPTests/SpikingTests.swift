@@ -492,6 +492,20 @@ enum SpikingTestNets {
                 == flat.trace(x, training: false, rng: &rng, timeSteps: 6).firingRates)
     }
 
+    @Test func timeStepsChangeNothingWithoutSpikingLayers() throws {
+        var rng = SeededRandom(seed: 5)
+        let model = Sequential([.linear(Linear(inFeatures: 4, outFeatures: 3, rng: &rng)), .activation(.relu),
+                                .linear(Linear(inFeatures: 3, outFeatures: 2, rng: &rng))])
+        let x = SpikingTestNets.input([3, 4], seed: 6)
+        let once = model.trace(x, training: false, rng: &rng), unrolled = model.trace(x, training: false, rng: &rng, timeSteps: 4)
+        #expect(unrolled.timeSteps == 1 && unrolled.output.storage == once.output.storage)
+        let propagator = try FeedbackPropagator(model: model, options: PropagationOptions(reduction: .mean))
+        let f = Tensor.uniform([3, 2], bound: 1, rng: &rng)
+        let a = propagator.propagate(model: model, trace: once, feedback: f).parameters
+        let b = propagator.propagate(model: model, trace: unrolled, feedback: f).parameters
+        for (name, value) in a { #expect(b[name]?.storage == value.storage, "\(name)") }
+    }
+
     @Test func adaptiveClippingByHand() {
         let agc = AdaptiveGradientClipping(clipping: 0.01)
         // Row 0: |w| = 5, |g| = 0.5 > 0.05 -> scaled to norm 0.05. Row 1: |w| = 0 -> floor 1e-3,
