@@ -61,6 +61,9 @@ struct Doctor: ParsableCommand {
             print("backend: \(config.backend)")
             print("core:    \(config.core)\(config.detectedCore.map { " (OpenBLAS detected \($0); switched to the kernels this CPU supports)" } ?? "")")
             print("threads: \(config.threads)")
+            if let timeout = config.idleThreadTimeout {
+                print("idle:    OpenBLAS threads spin 2^\(timeout == 0 ? 28 : timeout) cycles before they sleep\(timeout == 4 ? " (set by lfp; OPENBLAS_THREAD_TIMEOUT overrides)" : "")")
+            }
             print("conv:    direct kernels (\(Convolution.directKernelSet)) for up to 64 output channels, im2col + sgemm above")
             print("MPI:     \(Distributed.isAvailable ? "built in (run under mpirun for data-parallel training)" : "not built in (swift build --traits MPI)")")
         }
@@ -76,11 +79,13 @@ struct Doctor: ParsableCommand {
                 var detected_core: String?
                 var conv_kernels: String
                 var threads: Int
+                var openblas_thread_timeout: Int?
                 var mpi: Bool
                 var sgemm: [SgemmMeasurement]
             }
             let report = Report(backend: config.backend, core: config.core, detected_core: config.detectedCore,
-                                conv_kernels: Convolution.directKernelSet, threads: config.threads, mpi: Distributed.isAvailable, sgemm: measurements)
+                                conv_kernels: Convolution.directKernelSet, threads: config.threads,
+                                openblas_thread_timeout: config.idleThreadTimeout, mpi: Distributed.isAvailable, sgemm: measurements)
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
             print(String(decoding: try encoder.encode(report), as: UTF8.self))

@@ -31,6 +31,9 @@ public enum BLAS {
         public var detectedCore: String?
         /// BLAS threads.
         public var threads: Int
+        /// How long OpenBLAS's idle worker threads spin before they sleep, as log2 of cycles
+        /// (`OPENBLAS_THREAD_TIMEOUT`; 0 = OpenBLAS's default, 2^28), or nil where BLAS does not say.
+        public var idleThreadTimeout: Int? = nil
     }
 
     private static let state = ConfigurationState()
@@ -217,7 +220,9 @@ private final class ConfigurationState: @unchecked Sendable {
         }
         // OpenBLAS runs in the caller except inside `BLAS.gemm` (see there).
         openblas_set_num_threads(1)
-        return BLAS.Configuration(backend: "OpenBLAS", core: core, detectedCore: replaced, threads: max(1, threads))
+        if env["OPENBLAS_THREAD_TIMEOUT"] == nil { parkIdleOpenBLASThreads() }
+        return BLAS.Configuration(backend: "OpenBLAS", core: core, detectedCore: replaced, threads: max(1, threads),
+                                  idleThreadTimeout: openBLASThreadTimeout())
         #endif
     }
 
@@ -225,6 +230,42 @@ private final class ConfigurationState: @unchecked Sendable {
     static func openBLASCore() -> String {
         guard let name = openblas_get_corename() else { return "unknown" }
         return String(cString: name).trimmingCharacters(in: .whitespaces)
+    }
+
+    /// Makes OpenBLAS's worker threads sleep as soon as a threaded product ends.
+    ///
+    /// By default they spin in `sched_yield` for 2^28 cycles (about 0.1 s) after each threaded
+    /// call, so they compete with the library's own workers (`Parallel`) through every phase
+    /// that follows. Profile of `lfp bench step --model mlp3072 --batch 256`: the idle OpenBLAS
+    /// thread took 11 % of the samples; standalone, it burned 66 ms of CPU in 100 ms after one
+    /// product. With the shortest timeout OpenBLAS allows (2^4 cycles) they sleep on a condition
+    /// variable instead; products of at least `parallelGEMMWork` multiply-adds (ms-long) pay one
+    /// wake-up. The timeout is read from `OPENBLAS_THREAD_TIMEOUT` when OpenBLAS starts its
+    /// threads, which it does when it is loaded: this sets the variable, has OpenBLAS read it,
+    /// stops the threads (OpenBLAS starts them again with the new timeout at the next threaded
+    /// call) and restores the environment. Skipped when the user set the variable. The symbols
+    /// are looked up at run time so that other builds still link.
+    static func parkIdleOpenBLASThreads() {
+        typealias VoidFunction = @convention(c) () -> Void
+        typealias IntFunction = @convention(c) () -> Int32
+        let handle = dlopen(nil, RTLD_NOW)
+        defer { if let handle { dlclose(handle) } }
+        guard let readSymbol = dlsym(handle, "openblas_read_env"),
+              let shutdownSymbol = dlsym(handle, "blas_thread_shutdown_") else { return }
+        setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1)
+        unsafeBitCast(readSymbol, to: VoidFunction.self)()
+        unsetenv("OPENBLAS_THREAD_TIMEOUT")
+        _ = unsafeBitCast(shutdownSymbol, to: IntFunction.self)()
+    }
+
+    /// The idle-thread timeout OpenBLAS uses (log2 of cycles; 0 = its default), or nil when
+    /// this OpenBLAS does not say.
+    static func openBLASThreadTimeout() -> Int? {
+        typealias IntFunction = @convention(c) () -> Int32
+        let handle = dlopen(nil, RTLD_NOW)
+        defer { if let handle { dlclose(handle) } }
+        guard let symbol = dlsym(handle, "openblas_thread_timeout") else { return nil }
+        return Int(unsafeBitCast(symbol, to: IntFunction.self)())
     }
 
     /// Re-runs OpenBLAS's dynamic-architecture initialisation with `OPENBLAS_CORETYPE = core`.

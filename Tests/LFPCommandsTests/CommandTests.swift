@@ -202,6 +202,13 @@ func runProcess(_ url: URL, _ arguments: [String], environment: [String: String]
         let kept = try runProcess(lfp, ["doctor", "--json", "--sizes", "64"], environment: ["OPENBLAS_CORETYPE": "Prescott"])
         let keptJSON = try JSONSerialization.jsonObject(with: Data(kept.stdout.utf8)) as! [String: Any]
         #expect((keptJSON["core"] as? String)?.lowercased() == "prescott")
+        // OpenBLAS's idle threads: lfp makes them sleep at once, unless the user chose a timeout.
+        if ProcessInfo.processInfo.environment["OPENBLAS_THREAD_TIMEOUT"] == nil {
+            #expect(keptJSON["openblas_thread_timeout"] as? Int == 4)
+        }
+        let chosen = try runProcess(lfp, ["doctor", "--json", "--sizes", "64"], environment: ["OPENBLAS_THREAD_TIMEOUT": "20"])
+        let chosenJSON = try JSONSerialization.jsonObject(with: Data(chosen.stdout.utf8)) as! [String: Any]
+        #expect(chosenJSON["openblas_thread_timeout"] as? Int == 20)
     }
 
     @Test func cliReportsErrorsWithNonZeroExit() throws {
