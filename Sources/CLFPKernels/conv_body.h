@@ -71,8 +71,87 @@ LFP_INLINE void LFP_SUFFIX(forward_tile)(const float *xb, const float *wr, const
     }
 }
 
+#if LFP_ROW_KERNELS
+// Row tile, for layers with few channels on one side (a first layer's forward map with 1 or 2
+// input channels, or its input map to 2-8 channels), where the tile above wastes lanes or
+// transposes more than it multiplies: vectors run along an output row instead of across
+// channels. G output channels x NR output rows x NC vectors of 16 output columns starting at
+// columns 0 and OW - 16 (two vectors cover a row of 17-32; where they overlap both compute
+// the same sums in the same order, so the second store rewrites equal values). Per tap one
+// unaligned input vector per row and column start and G broadcast weights, G*NR*NC <= 16
+// accumulators. Stride 1, dilation 1; xs is the (padded) sample.
+LFP_INLINE void LFP_SUFFIX(row_tile)(const float *xs, const float *wp, const float *b, float *y,
+                                     const lfp_conv_geometry *g, int Hp, int Wp, int Opad, int channels,
+                                     int oy, int G, int NR, int NC) {
+    const int NV = NR * NC, col1 = g->OW - 16;
+    v16 acc[16];
+    for (int gi = 0; gi < G; gi++)
+        for (int v = 0; v < NV; v++) acc[gi * NV + v] = b[gi];
+    const long plane = (long)Hp * Wp;
+    for (int c = 0; c < g->C; c++)
+        for (int ki = 0; ki < g->KH; ki++) {
+            const float *row = xs + c * plane + (long)(oy + ki) * Wp;
+            const float *wk = wp + (long)(c * g->KH + ki) * g->KW * Opad;
+            for (int kj = 0; kj < g->KW; kj++) {
+                v16 xv[16];
+                for (int a = 0; a < NR; a++)
+                    for (int cc = 0; cc < NC; cc++) xv[a * NC + cc] = lfp_load(row + (long)a * Wp + (cc ? col1 : 0) + kj);
+                for (int gi = 0; gi < G; gi++) {
+                    const v16 w = wk[(long)kj * Opad + gi];
+                    for (int v = 0; v < NV; v++) acc[gi * NV + v] += xv[v] * w;
+                }
+            }
+        }
+    const long outPlane = (long)g->OH * g->OW;
+    for (int gi = 0; gi < G && gi < channels; gi++)
+        for (int a = 0; a < NR; a++)
+            for (int cc = 0; cc < NC; cc++)
+                lfp_store(y + gi * outPlane + (long)(oy + a) * g->OW + (cc ? col1 : 0), acc[gi * NV + a * NC + cc]);
+}
+
+static void LFP_SUFFIX(forward_rows)(const float *x, const float *wp, const float *bias, float *y,
+                                     int n0, int n1, const lfp_conv_geometry *g, float *scratch) {
+    const int Hp = g->H + 2 * g->PH, Wp = g->W + 2 * g->PW, Opad = lfp_conv_padded_channels(g->O);
+    const long inSize = (long)g->C * g->H * g->W, outSize = (long)g->O * g->OH * g->OW, outPlane = (long)g->OH * g->OW;
+    const int twoColumns = g->OW > 16;
+    for (int n = n0; n < n1; n++) {
+        const float *xs = lfp_padded_sample(x + n * inSize, g->C, g->H, g->W, g->PH, g->PW, scratch);
+        for (int ob = 0; ob < g->O;) {
+            // Channel groups of 8 (2 column vectors per row), 4 and 3 (2 rows), 2 and 1 (4 rows):
+            // 8-16 accumulators. A group of 5-7 runs as 8 with the packed weights' zero columns.
+            const int left = g->O - ob, G = left >= 5 ? 8 : left;
+            const int NR = G >= 8 ? 1 : G >= 3 ? 2 : 4;
+            float b[8] = {0};
+            if (bias) for (int o = 0; o < G && o < left; o++) b[o] = bias[ob + o];
+            float *out = y + n * outSize + ob * outPlane;
+            for (int r = 0; r < g->OH; r += NR) {
+                // The last tile moves up to end at the last row (rows computed twice are equal).
+                const int oy = r + NR <= g->OH ? r : g->OH - NR;
+                switch (G * 8 + NR) {
+#define LFP_ROWS(GG, RR)                                                                                              \
+    case GG * 8 + RR:                                                                                                 \
+        if (twoColumns) LFP_SUFFIX(row_tile)(xs, wp + ob, b, out, g, Hp, Wp, Opad, left, oy, GG, RR, 2);             \
+        else LFP_SUFFIX(row_tile)(xs, wp + ob, b, out, g, Hp, Wp, Opad, left, oy, GG, RR, 1);                        \
+        break;
+                    LFP_ROWS(8, 1) LFP_ROWS(4, 2) LFP_ROWS(3, 2) LFP_ROWS(2, 4) LFP_ROWS(1, 4)
+#undef LFP_ROWS
+                    default: break;
+                }
+            }
+            ob += G;
+        }
+    }
+}
+#endif
+
 static void LFP_SUFFIX(forward)(const float *x, const float *wp, const float *bias, float *y,
                                 int n0, int n1, const lfp_conv_geometry *g, float *scratch) {
+#if LFP_ROW_KERNELS
+    if (lfp_row_tiles_apply(g)) {
+        LFP_SUFFIX(forward_rows)(x, wp, bias, y, n0, n1, g, scratch);
+        return;
+    }
+#endif
     const int Hp = g->H + 2 * g->PH, Wp = g->W + 2 * g->PW, Opad = lfp_conv_padded_channels(g->O);
     const long inSize = (long)g->C * g->H * g->W, outSize = (long)g->O * g->OH * g->OW;
     const int tiles = (g->OW + LFP_FORWARD_TILE - 1) / LFP_FORWARD_TILE;

@@ -61,16 +61,28 @@ void lfp_conv_pack_weights_flipped(const float *w, const lfp_conv_geometry *g, f
                 }
 }
 
+/// Whether the AVX-512 `forward` takes the row tiles for this geometry (conv_body.h, row_tile):
+/// stride and dilation 1, output rows of 16-32 columns, at least 4 of them, and few channels on
+/// one side: 2-8 output channels, or at most 2 input channels. (One output channel, the input
+/// map of a 1-channel first layer, measured slower than im2col + sgemm with these tiles: an
+/// input vector loaded per FMA.)
+static int lfp_row_tiles_apply(const lfp_conv_geometry *g) {
+    return g->SH == 1 && g->SW == 1 && g->DH == 1 && g->DW == 1 && g->OW >= 16 && g->OW <= 32 && g->OH >= 4
+        && ((g->O >= 2 && g->O <= 8) || g->C <= 2);
+}
+
 #if defined(__x86_64__)
 #pragma clang attribute push(__attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,avx2,fma"))), apply_to = function)
 #define LFP_SUFFIX(name) name##_avx512
 #define LFP_FORWARD_TILE 16
 #define LFP_DENSE_ROWS 8
+#define LFP_ROW_KERNELS 1
 #include "conv_body.h"
 #include "dense_body.h"
 #undef LFP_SUFFIX
 #undef LFP_FORWARD_TILE
 #undef LFP_DENSE_ROWS
+#undef LFP_ROW_KERNELS
 #pragma clang attribute pop
 
 #pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
@@ -115,13 +127,26 @@ void lfp_conv_forward(int isa, const float *x, const float *wp, const float *bia
     }
 }
 
-void lfp_conv_input_map(int isa, const float *dy, const float *wt, float *dx,
-                        int n0, int n1, const lfp_conv_geometry *g, float *scratch) {
+int lfp_conv_forward_uses_rows(int isa, const lfp_conv_geometry *g) {
+#if defined(__x86_64__)
+    if (isa == 2) return lfp_row_tiles_apply(g);
+#endif
+    (void)isa; (void)g;
+    return 0;
+}
+
+lfp_conv_geometry lfp_conv_input_map_geometry(const lfp_conv_geometry *g) {
     // dx = the forward convolution of dy, padded by K-1-P, with the flipped kernel (stride 1, dilation 1).
     lfp_conv_geometry t = {
         .C = g->O, .H = g->OH, .W = g->OW, .O = g->C, .OH = g->H, .OW = g->W, .KH = g->KH, .KW = g->KW,
         .SH = 1, .SW = 1, .PH = g->KH - 1 - g->PH, .PW = g->KW - 1 - g->PW, .DH = 1, .DW = 1,
     };
+    return t;
+}
+
+void lfp_conv_input_map(int isa, const float *dy, const float *wt, float *dx,
+                        int n0, int n1, const lfp_conv_geometry *g, float *scratch) {
+    const lfp_conv_geometry t = lfp_conv_input_map_geometry(g);
     lfp_conv_forward(isa, dy, wt, NULL, dx, n0, n1, &t, scratch);
 }
 

@@ -1,5 +1,7 @@
 import Testing
+import Foundation
 @testable import LFPTensor
+import CLFPKernels
 
 /// Naive reference loops (the oracles) in Double.
 enum Naive {
@@ -210,6 +212,15 @@ func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: 
         Case(n: 7, c: 3, h: 20, w: 20, o: 4, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1, dh: 1, dw: 1),
         Case(n: 5, c: 6, h: 4, w: 4, o: 70, kh: 1, kw: 1, sh: 2, sw: 2, ph: 0, pw: 0, dh: 1, dw: 1),
         Case(n: 4, c: 5, h: 3, w: 3, o: 3, kh: 1, kw: 1, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1),
+        // Row tiles (AVX-512; vectors along output rows for few channels on one side): 1 input
+        // channel with two overlapping column vectors per row (19 rows); 17 output channels
+        // from 2 (groups of 8, 8 and 1, the last in tiles of 4 rows, the last tile moved up) on
+        // 16-column rows, its input map to 2 channels; an input map to 5 channels (a group of
+        // 8 with 3 padding channels) with padding; 3 output channels in tiles of 2 rows.
+        Case(n: 3, c: 1, h: 23, w: 22, o: 16, kh: 5, kw: 5, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1),
+        Case(n: 2, c: 2, h: 18, w: 18, o: 17, kh: 3, kw: 3, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1),
+        Case(n: 2, c: 5, h: 21, w: 21, o: 12, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1, dh: 1, dw: 1),
+        Case(n: 2, c: 4, h: 16, w: 24, o: 3, kh: 3, kw: 3, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1),
     ]
 
     @Test(arguments: cases)
@@ -267,6 +278,23 @@ func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: 
                 expectClose(Convolution.Direct.backwardWeight(r, input: x, geometry: g, kernelSet: set).storage, dw, "\(name) weight map \(t)")
             }
         }
+    }
+
+    /// Which layers take the row tiles (AVX-512 only): the LeNet first layers' forward map (1
+    /// input channel) and input map (to 3 channels), not their 16-channel layers; the input map
+    /// to 1 channel stays with im2col.
+    @Test func rowTilesTakeTheFewChannelLayers() {
+        let lenet1 = ConvGeometry(inChannels: 1, inHeight: 28, inWidth: 28, outChannels: 16, kernel: (5, 5))
+        let lenet3 = ConvGeometry(inChannels: 3, inHeight: 32, inWidth: 32, outChannels: 16, kernel: (5, 5))
+        let conv2 = ConvGeometry(inChannels: 16, inHeight: 12, inWidth: 12, outChannels: 16, kernel: (5, 5))
+        var g1 = Convolution.Direct.geometry(lenet1), g3 = Convolution.Direct.geometry(lenet3), g2 = Convolution.Direct.geometry(conv2)
+        #expect(lfp_conv_forward_uses_rows(2, &g1) != 0)
+        #expect(lfp_conv_forward_uses_rows(2, &g3) == 0 && lfp_conv_forward_uses_rows(2, &g2) == 0)
+        #expect(lfp_conv_forward_uses_rows(1, &g1) == 0 && lfp_conv_forward_uses_rows(0, &g1) == 0)
+        #expect(Convolution.Direct.appliesToInputMap(lenet3, kernelSet: 2))
+        #expect(!Convolution.Direct.appliesToInputMap(lenet3, kernelSet: 1))
+        #expect(!Convolution.Direct.appliesToInputMap(lenet1, kernelSet: 2))
+        #expect(Convolution.Direct.appliesToInputMap(conv2, kernelSet: 0))
     }
 
     /// A batch split over the workers (an odd size, so the ranges differ in length) gives what
@@ -418,6 +446,25 @@ func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: 
         #expect(!config.core.isEmpty)
         // The in-process core switch itself is exercised in a subprocess by the command tests
         // (switching kernels while other tests run GEMMs would race).
+    }
+
+    /// OpenBLAS's idle threads sleep at once (they spun ~0.1 s after each threaded product,
+    /// competing with the library's workers) unless the user set OPENBLAS_THREAD_TIMEOUT; a
+    /// threaded product after the threads were restarted is still right.
+    @Test func openBLASIdleThreadsSleep() {
+        let config = BLAS.configure()
+        guard config.backend == "OpenBLAS", let timeout = config.idleThreadTimeout else { return }
+        if ProcessInfo.processInfo.environment["OPENBLAS_THREAD_TIMEOUT"] == nil {
+            #expect(timeout == 4)
+        }
+        let n = 300
+        var rng = SeededRandom(seed: 5)
+        let a = Tensor.uniform([n, n], bound: 1, rng: &rng), b = Tensor.uniform([n, n], bound: 1, rng: &rng)
+        let product = Tensor.matmul(a, b)
+        #expect(n * n * n >= BLAS.parallelGEMMWork)
+        var naive = [Double](repeating: 0, count: n)
+        for j in 0..<n { for k in 0..<n { naive[j] += Double(a.storage[7 * n + k]) * Double(b.storage[k * n + j]) } }
+        for j in 0..<n { #expect(abs(Double(product.storage[7 * n + j]) - naive[j]) < 1e-3) }
     }
 }
 

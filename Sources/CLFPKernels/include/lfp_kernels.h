@@ -44,6 +44,16 @@ int lfp_kernels_best_isa(void);
 void lfp_conv_forward(int isa, const float *x, const float *wp, const float *bias, float *y,
                       int n0, int n1, const lfp_conv_geometry *g, float *scratch);
 
+/// Whether `lfp_conv_forward` with kernel set `isa` runs the row tiles for this geometry:
+/// vectors along output rows instead of across 16 output channels, for layers with few
+/// channels on one side (2-8 output or at most 2 input channels; stride and dilation 1, output
+/// rows of 16-32 columns, at least 4 rows). AVX-512 only (they need 32 vector registers).
+int lfp_conv_forward_uses_rows(int isa, const lfp_conv_geometry *g);
+
+/// The geometry of the forward convolution that `lfp_conv_input_map` runs for layer `g`:
+/// from g's O output channels to its C input channels, on the output signal padded by K-1-P.
+lfp_conv_geometry lfp_conv_input_map_geometry(const lfp_conv_geometry *g);
+
 /// dx[n] = the input map (transposed convolution) of dy[n] for n in [n0, n1), wt from
 /// lfp_conv_pack_weights_flipped. Needs stride 1, dilation 1 and PH < KH, PW < KW.
 void lfp_conv_input_map(int isa, const float *dy, const float *wt, float *dx,
