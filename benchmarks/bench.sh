@@ -72,7 +72,7 @@ import re, sys
 date, doctor = sys.argv[1], sys.argv[2]
 bench = open("benchmarks/README.md").read()
 step = bench[bench.index("| model | batch |"):bench.index("## Convolution kernels")].strip()
-conv = bench[bench.index("sgemm roofline"):].strip()
+conv = bench[bench.index("## Convolution kernels"):].split("\n", 1)[1].strip()
 block = (f"<!-- speed-table:begin (written by benchmarks/bench.sh) -->\nMeasured {date} by `bash benchmarks/bench.sh` "
          f"(`lfp doctor`: {'; '.join(' '.join(line.split()) for line in doctor.splitlines())}):\n\n{step}\n\n{conv}\n<!-- speed-table:end -->")
 readme = open("README.md").read()
