@@ -221,6 +221,10 @@ func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: 
         Case(n: 2, c: 2, h: 18, w: 18, o: 17, kh: 3, kw: 3, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1),
         Case(n: 2, c: 5, h: 21, w: 21, o: 12, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1, dh: 1, dw: 1),
         Case(n: 2, c: 4, h: 16, w: 24, o: 3, kh: 3, kw: 3, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1),
+        // Whole-row tiles that skip the padding columns (AVX-512): the input map of an unpadded
+        // 3x3 layer (padding 2, rows of 10). The 5x5 ones (padding 4 and 2) and 3x3 with padding
+        // 1 are the LeNet, 16-channel 14x14 and 8x8 cases above.
+        Case(n: 2, c: 16, h: 10, w: 10, o: 8, kh: 3, kw: 3, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1),
     ]
 
     @Test(arguments: cases)
