@@ -217,11 +217,14 @@ public enum ConvBench {
 
     /// Median time of each map over `repeats` runs; GFLOP/s counts `2 O C kh kw OH OW N`.
     ///
-    /// The roofline is measured interleaved with each map: every timed run of the map follows
-    /// one timed n = 1024 sgemm, and the fraction is the map's median rate over the sgemm's
-    /// median rate in that window. On a shared machine whose speed moves by 2x within minutes,
-    /// a roofline measured once before all maps made the fraction follow the machine, not the
-    /// kernel (three back-to-back runs: rooflines of 88, 147 and 210 GFLOP/s).
+    /// The roofline is measured interleaved with each map, in 4 rounds: 3 timed n = 1024
+    /// sgemm runs, then a quarter of the map's timed runs; the fraction is the map's median
+    /// rate over the sgemm's median rate in that window. On a shared machine whose speed moves
+    /// by 2x within minutes, a roofline measured once before all maps made the fraction follow
+    /// the machine, not the kernel (three back-to-back runs: rooflines of 88, 147 and 210
+    /// GFLOP/s). The map runs back to back within a round: right after the sgemm (which sweeps
+    /// 12 MB through the caches) a 1-channel weight map measured 40 % slower, a cost of the
+    /// benchmark's order, not of the kernel.
     public static func run(batch: Int, repeats: Int, shapes: [Shape] = shapes) -> [Result] {
         var results: [Result] = []
         let sgemm = RooflineProduct(n: 1024)
@@ -241,11 +244,15 @@ public enum ConvBench {
                 _ = body()
                 sgemm.run()
                 var times: [Double] = [], rooflines: [Double] = []
-                for _ in 0..<repeats {
-                    rooflines.append(sgemm.timedGFLOPS())
-                    let start = DispatchTime.now().uptimeNanoseconds
+                let rounds = 4
+                for round in 0..<rounds {
+                    for _ in 0..<3 { rooflines.append(sgemm.timedGFLOPS()) }
                     _ = body()
-                    times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)
+                    for _ in (repeats * round / rounds)..<(repeats * (round + 1) / rounds) {
+                        let start = DispatchTime.now().uptimeNanoseconds
+                        _ = body()
+                        times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6)
+                    }
                 }
                 times.sort()
                 rooflines.sort()
@@ -322,7 +329,7 @@ struct BenchConv: ParsableCommand {
             for r in results { print(String(decoding: try e.encode(r), as: UTF8.self)) }
             return
         }
-        print("batch \(batch), \(BLAS.threads) threads; roofline: n=1024 sgemm on all threads, timed between the map's runs (medians)\n")
+        print("batch \(batch), \(BLAS.threads) threads; roofline: n=1024 sgemm on all threads, timed in 4 rounds between the map's runs (medians)\n")
         print("| layer | map | ms | GFLOP/s | roofline GFLOP/s | of roofline |")
         print("|---|---|---|---|---|---|")
         for r in results {
