@@ -66,7 +66,7 @@ void lfp_conv_pack_weights_flipped(const float *w, const lfp_conv_geometry *g, f
 /// one side: 2-8 output channels, or at most 2 input channels. (One output channel, the input
 /// map of a 1-channel first layer, measured slower than im2col + sgemm with these tiles: an
 /// input vector loaded per FMA.)
-static int lfp_row_tiles_apply(const lfp_conv_geometry *g) {
+__attribute__((unused)) static int lfp_row_tiles_apply(const lfp_conv_geometry *g) {
     return g->SH == 1 && g->SW == 1 && g->DH == 1 && g->DW == 1 && g->OW >= 16 && g->OW <= 32 && g->OH >= 4
         && ((g->O >= 2 && g->O <= 8) || g->C <= 2);
 }

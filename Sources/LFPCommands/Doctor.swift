@@ -62,7 +62,7 @@ struct Doctor: ParsableCommand {
             print("core:    \(config.core)\(config.detectedCore.map { " (OpenBLAS detected \($0); switched to the kernels this CPU supports)" } ?? "")")
             print("threads: \(config.threads)")
             if let timeout = config.idleThreadTimeout {
-                print("idle:    OpenBLAS threads spin 2^\(timeout == 0 ? 28 : timeout) cycles before they sleep\(timeout == 4 ? " (set by lfp; OPENBLAS_THREAD_TIMEOUT overrides)" : "")")
+                print("idle:    OpenBLAS threads spin 2^\(timeout == 0 ? 28 : timeout) cycles before they sleep (OPENBLAS_THREAD_TIMEOUT; lfp sets 4 when it is unset)")
             }
             print("conv:    direct kernels (\(Convolution.directKernelSet)) for up to 64 output channels, im2col + sgemm above")
             print("MPI:     \(Distributed.isAvailable ? "built in (run under mpirun for data-parallel training)" : "not built in (swift build --traits MPI)")")
