@@ -253,8 +253,97 @@ LFP_INLINE void LFP_SUFFIX(weight_tile)(const float *xc, const float *dyT, float
     for (int r = 0; r < KH * KW; r++) lfp_store(accRow + (long)r * Opad, a[r]);
 }
 
+#if LFP_ROW_KERNELS
+// Weight-map row tile, for 1-2 input channels (a first layer): the tile below reads the output
+// signal channel-minor, and reordering it per sample (16x16 transposes) took more than half
+// the time when each sample has a single input channel to multiply it with (without the
+// transposes the kernel ran 2.3x faster). Here
+// vectors run along output rows and the output signal is read as it lies: 4 output channels x
+// the KW taps of kernel row ki of one input channel in 4*KW accumulators, over every output
+// row of one sample; per row and column vector, 4 output-signal vectors and KW input vectors
+// give 4*KW multiply-adds. NC = 2 column vectors start at 0 and OW - 16; in the second, the
+// lanes the first already covered are zeroed in the output signal. The 16-lane sums are added
+// to sums[(o * KW + kj) * 16] (reduced once per range of samples). KW and NC are compile-time.
+LFP_INLINE void LFP_SUFFIX(weight_row_tile)(const float *xc, const float *dyo, float *sums,
+                                            const lfp_conv_geometry *g, int Wp, int ki, int channels, int KW, int NC) {
+    const int col1 = g->OW - 16;
+    const long P = (long)g->OH * g->OW;
+    v16 mask;
+    for (int l = 0; l < 16; l++) mask[l] = l >= 16 - col1 ? 1.0f : 0.0f;
+    const float *d[4];
+    for (int o = 0; o < 4; o++) d[o] = dyo + (o < channels ? o : 0) * P;
+    const v16 keep[4] = {1, channels > 1 ? 1 : 0, channels > 2 ? 1 : 0, channels > 3 ? 1 : 0};
+    v16 a[4 * 5];
+#pragma clang loop unroll(full)
+    for (int i = 0; i < 4 * KW; i++) a[i] = 0;
+    for (int oy = 0; oy < g->OH; oy++) {
+        const float *xr = xc + (long)(oy + ki) * Wp;
+        const long at = (long)oy * g->OW;
+#pragma clang loop unroll(full)
+        for (int cc = 0; cc < NC; cc++) {
+            const int col = cc ? col1 : 0;
+            v16 xv[5];
+#pragma clang loop unroll(full)
+            for (int kj = 0; kj < KW; kj++) xv[kj] = lfp_load(xr + col + kj);
+#pragma clang loop unroll(full)
+            for (int o = 0; o < 4; o++) {
+                v16 dv = lfp_load(d[o] + at + col);
+                if (cc) dv *= mask;
+#pragma clang loop unroll(full)
+                for (int kj = 0; kj < KW; kj++) a[o * KW + kj] += dv * xv[kj];
+            }
+        }
+    }
+#pragma clang loop unroll(full)
+    for (int o = 0; o < 4; o++)
+#pragma clang loop unroll(full)
+        for (int kj = 0; kj < KW; kj++)
+            lfp_store(sums + 16 * (o * KW + kj), lfp_load(sums + 16 * (o * KW + kj)) + a[o * KW + kj] * keep[o]);
+}
+
+static void LFP_SUFFIX(weight_map_rows)(const float *x, const float *dy, float *acc,
+                                        int n0, int n1, const lfp_conv_geometry *g, float *scratch) {
+    const int Hp = g->H + 2 * g->PH, Wp = g->W + 2 * g->PW, Opad = lfp_conv_padded_channels(g->O);
+    const long inSize = (long)g->C * g->H * g->W, outSize = (long)g->O * g->OH * g->OW, P = (long)g->OH * g->OW;
+    const int KH = g->KH, KW = g->KW, twoColumns = g->OW > 16;
+    // Per (c, ki, o, kj) one 16-lane partial sum, after the padded sample in scratch.
+    float *sums = scratch + (long)g->C * Hp * Wp;
+    memset(sums, 0, sizeof(float) * (size_t)((long)g->C * KH * Opad * KW * 16));
+    for (int n = n0; n < n1; n++) {
+        const float *xs = lfp_padded_sample(x + n * inSize, g->C, g->H, g->W, g->PH, g->PW, scratch);
+        const float *dn = dy + n * outSize;
+        for (int c = 0; c < g->C; c++)
+            for (int ki = 0; ki < KH; ki++)
+                for (int ob = 0; ob < g->O; ob += 4) {
+                    const float *xc = xs + (long)c * Hp * Wp;
+                    float *s = sums + (((long)c * KH + ki) * Opad + ob) * KW * 16;
+                    const int channels = g->O - ob;
+                    if (KW == 5 && twoColumns) LFP_SUFFIX(weight_row_tile)(xc, dn + ob * P, s, g, Wp, ki, channels, 5, 2);
+                    else if (KW == 5) LFP_SUFFIX(weight_row_tile)(xc, dn + ob * P, s, g, Wp, ki, channels, 5, 1);
+                    else if (twoColumns) LFP_SUFFIX(weight_row_tile)(xc, dn + ob * P, s, g, Wp, ki, channels, 3, 2);
+                    else LFP_SUFFIX(weight_row_tile)(xc, dn + ob * P, s, g, Wp, ki, channels, 3, 1);
+                }
+    }
+    for (int c = 0; c < g->C; c++)
+        for (int ki = 0; ki < KH; ki++)
+            for (int o = 0; o < g->O; o++)
+                for (int kj = 0; kj < KW; kj++) {
+                    const float *v = sums + ((((long)c * KH + ki) * Opad + o) * KW + kj) * 16;
+                    float total = 0;
+                    for (int l = 0; l < 16; l++) total += v[l];
+                    acc[(((long)c * KH + ki) * KW + kj) * Opad + o] += total;
+                }
+}
+#endif
+
 static void LFP_SUFFIX(weight_map)(const float *x, const float *dy, float *acc,
                                    int n0, int n1, const lfp_conv_geometry *g, float *scratch) {
+#if LFP_ROW_KERNELS
+    if (lfp_row_weight_map_applies(g)) {
+        LFP_SUFFIX(weight_map_rows)(x, dy, acc, n0, n1, g, scratch);
+        return;
+    }
+#endif
     const int Hp = g->H + 2 * g->PH, Wp = g->W + 2 * g->PW, Opad = lfp_conv_padded_channels(g->O);
     const long inSize = (long)g->C * g->H * g->W, outSize = (long)g->O * g->OH * g->OW;
     const long P = (long)g->OH * g->OW, taps = (long)g->KH * g->KW;

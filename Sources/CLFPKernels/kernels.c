@@ -26,7 +26,10 @@ long lfp_conv_scratch_floats(const lfp_conv_geometry *g) {
     // The input map runs the forward kernel on the output signal padded by K-1-P.
     const long ph = g->KH - 1 - g->PH, pw = g->KW - 1 - g->PW;
     const long input = (long)g->O * (g->OH + 2 * (ph > 0 ? ph : 0)) * (g->OW + 2 * (pw > 0 ? pw : 0));
-    return forward > input ? forward : input;
+    // The weight map's row tiles: the padded sample and a 16-lane sum per (c, ki, o, kj).
+    const long rows = (long)g->C * Hp * Wp + (long)g->C * g->KH * lfp_conv_padded_channels(g->O) * g->KW * 16;
+    const long most = forward > input ? forward : input;
+    return most > rows ? most : rows;
 }
 
 /// The sample itself, or (with padding) a zero-padded copy of it in `scratch`.
@@ -69,6 +72,13 @@ void lfp_conv_pack_weights_flipped(const float *w, const lfp_conv_geometry *g, f
 __attribute__((unused)) static int lfp_row_tiles_apply(const lfp_conv_geometry *g) {
     return g->SH == 1 && g->SW == 1 && g->DH == 1 && g->DW == 1 && g->OW >= 16 && g->OW <= 32 && g->OH >= 4
         && ((g->O >= 2 && g->O <= 8) || g->C <= 2);
+}
+
+/// Whether the AVX-512 `weight_map` takes the row tiles (conv_body.h, weight_row_tile): stride
+/// and dilation 1, output rows of 16-32 columns, 1 or 2 input channels, kernels 3 or 5 wide.
+__attribute__((unused)) static int lfp_row_weight_map_applies(const lfp_conv_geometry *g) {
+    return g->SH == 1 && g->SW == 1 && g->DH == 1 && g->DW == 1 && g->OW >= 16 && g->OW <= 32 && g->C <= 2
+        && (g->KW == 3 || g->KW == 5);
 }
 
 #if defined(__x86_64__)
