@@ -214,9 +214,11 @@ func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: 
         Case(n: 4, c: 5, h: 3, w: 3, o: 3, kh: 1, kw: 1, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1),
         // Row tiles (AVX-512; vectors along output rows for few channels on one side): 1 input
         // channel with two overlapping column vectors per row (19 rows); 17 output channels
-        // from 2 (groups of 8, 8 and 1, the last in tiles of 4 rows, the last tile moved up) on
-        // 16-column rows, its input map to 2 channels; an input map to 5 channels (a group of
-        // 8 with 3 padding channels) with padding; 3 output channels in tiles of 2 rows.
+        // from 2 (groups of 8, 8 and 1, the last in tiles of 4 rows) on 16-column rows, and
+        // its input map to 2 channels (18 rows in tiles of 4: the last tile moved up); an
+        // input map to 5 channels (a group of 8 with 3 padding channels) with padding; 3
+        // output channels in tiles of 2 rows. The weight maps of the 1- and 2-channel cases
+        // take the weight-map row tiles.
         Case(n: 3, c: 1, h: 23, w: 22, o: 16, kh: 5, kw: 5, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1),
         Case(n: 2, c: 2, h: 18, w: 18, o: 17, kh: 3, kw: 3, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1),
         Case(n: 2, c: 5, h: 21, w: 21, o: 12, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1, dh: 1, dw: 1),
