@@ -20,15 +20,36 @@ typedef float v16u __attribute__((ext_vector_type(16), aligned(4)));
 
 int lfp_conv_padded_channels(int channels) { return (channels + 15) / 16 * 16; }
 
+/// Stride and dilation 1 and output rows of 16-32 columns: the geometry the row tiles
+/// (conv_body.h) cover with two 16-column vectors per row.
+static int lfp_row_geometry(const lfp_conv_geometry *g) {
+    return g->SH == 1 && g->SW == 1 && g->DH == 1 && g->DW == 1 && g->OW >= 16 && g->OW <= 32;
+}
+
+/// Whether the AVX-512 `forward` takes the row tiles for this geometry (conv_body.h, row_tile):
+/// row geometry, at least 4 output rows, and few channels on one side: 2-8 output channels, or
+/// at most 2 input channels. (One output channel, the input map of a 1-channel first layer,
+/// measured slower than im2col + sgemm with these tiles: an input vector loaded per FMA.)
+__attribute__((unused)) static int lfp_row_tiles_apply(const lfp_conv_geometry *g) {
+    return lfp_row_geometry(g) && g->OH >= 4 && ((g->O >= 2 && g->O <= 8) || g->C <= 2);
+}
+
+/// Whether the AVX-512 `weight_map` takes the row tiles (conv_body.h, weight_row_tile): row
+/// geometry, 1 or 2 input channels, kernels 3 or 5 wide.
+static int lfp_row_weight_map_applies(const lfp_conv_geometry *g) {
+    return lfp_row_geometry(g) && g->C <= 2 && (g->KW == 3 || g->KW == 5);
+}
+
 long lfp_conv_scratch_floats(const lfp_conv_geometry *g) {
     const long Hp = g->H + 2 * g->PH, Wp = g->W + 2 * g->PW;
     const long forward = (long)g->C * Hp * Wp + (long)g->OH * g->OW * lfp_conv_padded_channels(g->O);
     // The input map runs the forward kernel on the output signal padded by K-1-P.
     const long ph = g->KH - 1 - g->PH, pw = g->KW - 1 - g->PW;
     const long input = (long)g->O * (g->OH + 2 * (ph > 0 ? ph : 0)) * (g->OW + 2 * (pw > 0 ? pw : 0));
+    const long most = forward > input ? forward : input;
+    if (!lfp_row_weight_map_applies(g)) return most;
     // The weight map's row tiles: the padded sample and a 16-lane sum per (c, ki, o, kj).
     const long rows = (long)g->C * Hp * Wp + (long)g->C * g->KH * lfp_conv_padded_channels(g->O) * g->KW * 16;
-    const long most = forward > input ? forward : input;
     return most > rows ? most : rows;
 }
 
@@ -62,23 +83,6 @@ void lfp_conv_pack_weights_flipped(const float *w, const lfp_conv_geometry *g, f
                     const long row = (long)o * taps + (long)(g->KH - 1 - ki) * g->KW + (g->KW - 1 - kj);
                     wt[row * Cpad + c] = w[(((long)o * g->C + c) * g->KH + ki) * g->KW + kj];
                 }
-}
-
-/// Whether the AVX-512 `forward` takes the row tiles for this geometry (conv_body.h, row_tile):
-/// stride and dilation 1, output rows of 16-32 columns, at least 4 of them, and few channels on
-/// one side: 2-8 output channels, or at most 2 input channels. (One output channel, the input
-/// map of a 1-channel first layer, measured slower than im2col + sgemm with these tiles: an
-/// input vector loaded per FMA.)
-__attribute__((unused)) static int lfp_row_tiles_apply(const lfp_conv_geometry *g) {
-    return g->SH == 1 && g->SW == 1 && g->DH == 1 && g->DW == 1 && g->OW >= 16 && g->OW <= 32 && g->OH >= 4
-        && ((g->O >= 2 && g->O <= 8) || g->C <= 2);
-}
-
-/// Whether the AVX-512 `weight_map` takes the row tiles (conv_body.h, weight_row_tile): stride
-/// and dilation 1, output rows of 16-32 columns, 1 or 2 input channels, kernels 3 or 5 wide.
-__attribute__((unused)) static int lfp_row_weight_map_applies(const lfp_conv_geometry *g) {
-    return g->SH == 1 && g->SW == 1 && g->DH == 1 && g->DW == 1 && g->OW >= 16 && g->OW <= 32 && g->C <= 2
-        && (g->KW == 3 || g->KW == 5);
 }
 
 #if defined(__x86_64__)

@@ -267,40 +267,6 @@ public enum ConvBench {
     }
 }
 
-/// One n x n x n sgemm on all threads (the roofline product of `lfp doctor`), timed.
-final class RooflineProduct {
-    let n: Int
-    let a: Tensor, b: Tensor
-    var c: [Float]
-
-    init(n: Int) {
-        self.n = n
-        var rng = SeededRandom(seed: UInt64(n))
-        a = Tensor.uniform([n, n], bound: 1, rng: &rng)
-        b = Tensor.uniform([n, n], bound: 1, rng: &rng)
-        c = [Float](repeating: 0, count: n * n)
-    }
-
-    func run() {
-        let n = n
-        a.storage.withUnsafeBufferPointer { pa in
-            b.storage.withUnsafeBufferPointer { pb in
-                c.withUnsafeMutableBufferPointer { pc in
-                    BLAS.gemm(transposeA: false, transposeB: false, m: n, n: n, k: n, alpha: 1, a: pa.baseAddress!, lda: n,
-                              b: pb.baseAddress!, ldb: n, beta: 0, c: pc.baseAddress!, ldc: n)
-                }
-            }
-        }
-    }
-
-    /// GFLOP/s of one run.
-    func timedGFLOPS() -> Double {
-        let start = DispatchTime.now().uptimeNanoseconds
-        run()
-        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        return 2 * Double(n * n * n) / seconds / 1e9
-    }
-}
 
 struct BenchConv: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -13,31 +13,54 @@ public struct SgemmMeasurement: Codable, Sendable {
 public enum DoctorReport {
     /// Median GFLOP/s of `n x n x n` sgemm over `repeats` runs (after a warm-up).
     public static func sgemmGFLOPS(n: Int, repeats: Int = 7) -> Double {
-        var rng = SeededRandom(seed: UInt64(n))
-        let a = Tensor.uniform([n, n], bound: 1, rng: &rng), b = Tensor.uniform([n, n], bound: 1, rng: &rng)
-        var c = [Float](repeating: 0, count: n * n)
-        func run() {
-            a.storage.withUnsafeBufferPointer { pa in
-                b.storage.withUnsafeBufferPointer { pb in
-                    c.withUnsafeMutableBufferPointer { pc in
-                        BLAS.gemm(transposeA: false, transposeB: false, m: n, n: n, k: n, alpha: 1, a: pa.baseAddress!, lda: n,
-                                  b: pb.baseAddress!, ldb: n, beta: 0, c: pc.baseAddress!, ldc: n)
-                    }
-                }
-            }
-        }
-        run()
+        let product = RooflineProduct(n: n)
+        product.run()
         // Enough inner repetitions that one timing lasts a few milliseconds.
         let inner = max(1, 20_000_000 / (n * n * n / 10 + 1))
         var rates: [Double] = []
         for _ in 0..<repeats {
             let start = DispatchTime.now().uptimeNanoseconds
-            for _ in 0..<inner { run() }
+            for _ in 0..<inner { product.run() }
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
             rates.append(2 * Double(n * n * n) * Double(inner) / seconds / 1e9)
         }
         rates.sort()
         return rates[rates.count / 2]
+    }
+}
+
+/// One n x n x n sgemm on all threads: the roofline product of `lfp doctor` and `lfp bench conv`.
+final class RooflineProduct {
+    let n: Int
+    let a: Tensor, b: Tensor
+    var c: [Float]
+
+    init(n: Int) {
+        self.n = n
+        var rng = SeededRandom(seed: UInt64(n))
+        a = Tensor.uniform([n, n], bound: 1, rng: &rng)
+        b = Tensor.uniform([n, n], bound: 1, rng: &rng)
+        c = [Float](repeating: 0, count: n * n)
+    }
+
+    func run() {
+        let n = n
+        a.storage.withUnsafeBufferPointer { pa in
+            b.storage.withUnsafeBufferPointer { pb in
+                c.withUnsafeMutableBufferPointer { pc in
+                    BLAS.gemm(transposeA: false, transposeB: false, m: n, n: n, k: n, alpha: 1, a: pa.baseAddress!, lda: n,
+                              b: pb.baseAddress!, ldb: n, beta: 0, c: pc.baseAddress!, ldc: n)
+                }
+            }
+        }
+    }
+
+    /// GFLOP/s of one run.
+    func timedGFLOPS() -> Double {
+        let start = DispatchTime.now().uptimeNanoseconds
+        run()
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        return 2 * Double(n * n * n) / seconds / 1e9
     }
 }
 

@@ -246,26 +246,27 @@ private final class ConfigurationState: @unchecked Sendable {
     /// call) and restores the environment. Skipped when the user set the variable. The symbols
     /// are looked up at run time so that other builds still link.
     static func parkIdleOpenBLASThreads() {
-        typealias VoidFunction = @convention(c) () -> Void
-        typealias IntFunction = @convention(c) () -> Int32
-        let handle = dlopen(nil, RTLD_NOW)
-        defer { if let handle { dlclose(handle) } }
-        guard let readSymbol = dlsym(handle, "openblas_read_env"),
-              let shutdownSymbol = dlsym(handle, "blas_thread_shutdown_") else { return }
+        guard let readEnvironment = openBLASFunction("openblas_read_env", as: (@convention(c) () -> Void).self),
+              let stopThreads = openBLASFunction("blas_thread_shutdown_", as: (@convention(c) () -> Int32).self) else { return }
         setenv("OPENBLAS_THREAD_TIMEOUT", "4", 1)
-        unsafeBitCast(readSymbol, to: VoidFunction.self)()
+        readEnvironment()
         unsetenv("OPENBLAS_THREAD_TIMEOUT")
-        _ = unsafeBitCast(shutdownSymbol, to: IntFunction.self)()
+        _ = stopThreads()
     }
 
     /// The idle-thread timeout OpenBLAS uses (log2 of cycles; 0 = its default), or nil when
     /// this OpenBLAS does not say.
     static func openBLASThreadTimeout() -> Int? {
-        typealias IntFunction = @convention(c) () -> Int32
+        openBLASFunction("openblas_thread_timeout", as: (@convention(c) () -> Int32).self).map { Int($0()) }
+    }
+
+    /// An OpenBLAS function looked up at run time (exported by Debian's DYNAMIC_ARCH builds;
+    /// other builds still link without it), as the C function type `type`.
+    static func openBLASFunction<F>(_ name: String, as type: F.Type) -> F? {
         let handle = dlopen(nil, RTLD_NOW)
         defer { if let handle { dlclose(handle) } }
-        guard let symbol = dlsym(handle, "openblas_thread_timeout") else { return nil }
-        return Int(unsafeBitCast(symbol, to: IntFunction.self)())
+        guard let symbol = dlsym(handle, name) else { return nil }
+        return unsafeBitCast(symbol, to: type)
     }
 
     /// Re-runs OpenBLAS's dynamic-architecture initialisation with `OPENBLAS_CORETYPE = core`.
@@ -273,12 +274,8 @@ private final class ConfigurationState: @unchecked Sendable {
     /// (Debian's); they are looked up at run time so other builds still link.
     static func reinitialiseOpenBLAS(core: String) -> String? {
         typealias VoidFunction = @convention(c) () -> Void
-        let handle = dlopen(nil, RTLD_NOW)
-        defer { if let handle { dlclose(handle) } }
-        guard let quitSymbol = dlsym(handle, "gotoblas_dynamic_quit"),
-              let initSymbol = dlsym(handle, "gotoblas_dynamic_init") else { return nil }
-        let quit = unsafeBitCast(quitSymbol, to: VoidFunction.self)
-        let initialise = unsafeBitCast(initSymbol, to: VoidFunction.self)
+        guard let quit = openBLASFunction("gotoblas_dynamic_quit", as: VoidFunction.self),
+              let initialise = openBLASFunction("gotoblas_dynamic_init", as: VoidFunction.self) else { return nil }
         let previous = getenv("OPENBLAS_CORETYPE").map { String(cString: $0) }
         setenv("OPENBLAS_CORETYPE", core, 1)
         quit()

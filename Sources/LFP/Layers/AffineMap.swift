@@ -106,10 +106,10 @@ struct AffineMap {
     func weightFeedback(_ s: Tensor, input a: Tensor, scale: Float) -> (feedback: Tensor, isFinite: Bool)? {
         guard let w = weight else { return nil }
         if case .linear = kind {
+            // nil above DenseKernels.maximumBatch rows.
             let o = s.shape.last!, i = a.shape.last!
-            let rows = s.count / max(1, o)
-            if rows <= DenseKernels.maximumBatch, let fused = DenseKernels.weightFeedback(
-                s.reshaped([rows, o]), input: a.reshaped([a.count / max(1, i), i]), weight: w, scale: scale) {
+            if let fused = DenseKernels.weightFeedback(s.reshaped([s.count / max(1, o), o]), input: a.reshaped([a.count / max(1, i), i]),
+                                                       weight: w, scale: scale) {
                 return fused
             }
         }
