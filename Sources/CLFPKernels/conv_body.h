@@ -6,6 +6,7 @@
 
 // Transposes the 16x16 matrix in r[0..15] in place: four stages, each swapping the off-diagonal
 // blocks of size 8, 4, 2 and 1 between rows i and i + s (64 shuffles instead of 256 scalar moves).
+LFP_INLINE void LFP_SUFFIX(transpose16_after_halves)(v16 *r);
 LFP_INLINE void LFP_SUFFIX(transpose16)(v16 *r) {
     for (int i = 0; i < 16; i++) {
         if (i & 8) continue;
@@ -13,6 +14,24 @@ LFP_INLINE void LFP_SUFFIX(transpose16)(v16 *r) {
         r[i] = __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
         r[i + 8] = __builtin_shufflevector(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
     }
+    LFP_SUFFIX(transpose16_after_halves)(r);
+}
+
+// Transposes the 16x16 block whose rows start at p + l * stride (l < 16) into r. The first
+// stage (swapping halves) is done by the loads: each register is assembled from two 8-float
+// halves of two rows (a load and an insert from memory, which can issue beside the FMA and
+// shuffle units' other work instead of one more shuffle).
+LFP_INLINE void LFP_SUFFIX(transpose16_rows)(const float *p, long stride, v16 *r) {
+    for (int i = 0; i < 8; i++) {
+        const v8u *a = (const v8u *)(p + i * stride), *b = (const v8u *)(p + (i + 8) * stride);
+        r[i] = __builtin_shufflevector((v8)a[0], (v8)b[0], 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        r[i + 8] = __builtin_shufflevector((v8)a[1], (v8)b[1], 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    }
+    LFP_SUFFIX(transpose16_after_halves)(r);
+}
+
+// The three stages of transpose16 after the first.
+LFP_INLINE void LFP_SUFFIX(transpose16_after_halves)(v16 *r) {
     for (int i = 0; i < 16; i++) {
         if (i & 4) continue;
         const v16 a = r[i], b = r[i + 4];
@@ -159,11 +178,118 @@ static void LFP_SUFFIX(forward_rows)(const float *x, const float *wp, const floa
         }
     }
 }
+
+// Lane tiles, for one output channel (the input map of a first layer with one input channel):
+// vectors run across 16 samples instead, so that every lane is a real output whatever the
+// channel counts and row widths. Vectors along rows (the tiles above) with one output channel
+// loaded an input vector per multiply-add, or, sharing loads between kernel rows, still
+// spent a fifth of their lanes on the row ends and the column padding and ran at 0.5-0.6x.
+// A block of 16 samples is transposed into xT [C][H][W][16] (16x16 transposes in registers),
+// the tiles write yT [OH][OW][16], which is transposed back.
+//
+// Transposing is bound by moving the data (a plain copy in the same order took 90 % of its
+// time). Transposing each input row inside the first tile that reads it, to overlap those
+// moves with the tile's multiply-adds, ran slower: the transpose's 16 registers spilled the
+// tile's accumulators.
+
+// Tile: T consecutive output columns from ox0 of output row oy in T accumulators. Per
+// (channel, kernel row) the KW weights are broadcast once and each of the T + KW - 1 input
+// vectors of the row is loaded once (aligned) and serves every kernel column that meets it:
+// T * KW multiply-adds for T + KW - 1 loads. Input columns in the padding (m outside mlo ..<
+// mhi) are skipped with their multiply-adds, as are kernel rows in the padding. T and KW are
+// compile-time.
+LFP_INLINE void LFP_SUFFIX(lane_tile)(const float *xT, const float *wp, float bias, float *yT,
+                                      const lfp_conv_geometry *g, int Opad, int oy, int ox0, int T, int KW) {
+    v16 acc[16];
+#pragma clang loop unroll(full)
+    for (int t = 0; t < T; t++) acc[t] = bias;
+    const long W = g->W;
+    // Input column ox0 - PW + m is an image column for mlo <= m < mhi.
+    const int mlo = g->PW - ox0 > 0 ? g->PW - ox0 : 0;
+    const int mhi = g->W + g->PW - ox0 < T + KW - 1 ? g->W + g->PW - ox0 : T + KW - 1;
+    for (int c = 0; c < g->C; c++)
+        for (int ki = 0; ki < g->KH; ki++) {
+            const int iy = oy + ki - g->PH;
+            if (iy < 0 || iy >= g->H) continue;
+            const float *row = xT + (((long)c * g->H + iy) * W + ox0 - g->PW) * 16;
+            const float *wk = wp + ((long)c * g->KH + ki) * KW * Opad;
+            v16 w[5];
+#pragma clang loop unroll(full)
+            for (int kj = 0; kj < KW; kj++) w[kj] = wk[(long)kj * Opad];
+#pragma clang loop unroll(full)
+            for (int m = 0; m < T + KW - 1; m++) {
+                if (m < mlo || m >= mhi) continue;
+                const v16 v = *(const v16 *)(row + (long)m * 16);
+#pragma clang loop unroll(full)
+                for (int kj = 0; kj < KW; kj++)
+                    if (m - kj >= 0 && m - kj < T) acc[m - kj] += v * w[kj];
+            }
+        }
+#pragma clang loop unroll(full)
+    for (int t = 0; t < T; t++) *(v16 *)(yT + ((long)oy * g->OW + ox0 + t) * 16) = acc[t];
+}
+
+static void LFP_SUFFIX(forward_lanes)(const float *x, const float *wp, const float *bias, float *y,
+                                      int n0, int n1, const lfp_conv_geometry *g, float *scratch) {
+    const long inSize = (long)g->C * g->H * g->W, outSize = (long)g->OH * g->OW;
+    const int OW = g->OW, Opad = lfp_conv_padded_channels(g->O);
+    // xT and yT, 64-byte aligned (the tiles' loads and stores are aligned).
+    float *xT = (float *)(((unsigned long)scratch + 63) & ~63ul), *yT = xT + inSize * 16;
+    const float b = bias ? bias[0] : 0;
+    // Output rows in tiles of T <= 16 columns, the last moved left to end at the row's end.
+    const int tiles = (OW + 15) / 16, T = (OW + tiles - 1) / tiles;
+    for (int n = n0; n < n1; n += 16) {
+        const int lanes = n1 - n < 16 ? n1 - n : 16;
+        // In: [C][H][W][16] is each sample's floats in order with the 16 samples side by side,
+        // so 16 consecutive floats of the samples are transposed at a time (the last block
+        // moved back).
+        for (long i = 0; i < inSize; i += 16) {
+            const long j = i + 16 <= inSize ? i : inSize - 16;
+            v16 block[16];
+            if (lanes == 16) {
+                LFP_SUFFIX(transpose16_rows)(x + n * inSize + j, inSize, block);
+            } else {
+                for (int l = 0; l < 16; l++) block[l] = l < lanes ? lfp_load(x + (n + l) * inSize + j) : (v16)0;
+                LFP_SUFFIX(transpose16)(block);
+            }
+            for (int q = 0; q < 16; q++) *(v16 *)(xT + (j + q) * 16) = block[q];
+        }
+        for (int oy = 0; oy < g->OH; oy++)
+            for (int k = 0; k < tiles; k++) {
+                const int ox0 = k * T + T <= OW ? k * T : OW - T;
+                switch (T * 8 + g->KW) {
+#define LFP_LANES(TT)                                                                                                 \
+    case TT * 8 + 3: LFP_SUFFIX(lane_tile)(xT, wp, b, yT, g, Opad, oy, ox0, TT, 3); break;                            \
+    case TT * 8 + 5: LFP_SUFFIX(lane_tile)(xT, wp, b, yT, g, Opad, oy, ox0, TT, 5); break;
+                    LFP_LANES(8) LFP_LANES(9) LFP_LANES(10) LFP_LANES(11) LFP_LANES(12) LFP_LANES(13) LFP_LANES(14)
+                    LFP_LANES(15) LFP_LANES(16)
+#undef LFP_LANES
+                    default: break;
+                }
+            }
+        // Out: [OH][OW][16] is each sample's outputs in order with the samples side by side, so
+        // 16 consecutive outputs at a time are transposed back (the last block moved back).
+        for (long i = 0; i < outSize; i += 16) {
+            const long j = i + 16 <= outSize ? i : outSize - 16;
+            v16 block[16];
+            for (int q = 0; q < 16; q++) block[q] = *(const v16 *)(yT + (j + q) * 16);
+            LFP_SUFFIX(transpose16)(block);
+            if (lanes == 16)
+                for (int l = 0; l < 16; l++) lfp_store(y + (n + l) * outSize + j, block[l]);
+            else
+                for (int l = 0; l < lanes; l++) lfp_store(y + (n + l) * outSize + j, block[l]);
+        }
+    }
+}
 #endif
 
 static void LFP_SUFFIX(forward)(const float *x, const float *wp, const float *bias, float *y,
                                 int n0, int n1, const lfp_conv_geometry *g, float *scratch) {
 #if LFP_ROW_KERNELS
+    if (lfp_lane_tiles_apply(g)) {
+        LFP_SUFFIX(forward_lanes)(x, wp, bias, y, n0, n1, g, scratch);
+        return;
+    }
     if (lfp_row_tiles_apply(g)) {
         LFP_SUFFIX(forward_rows)(x, wp, bias, y, n0, n1, g, scratch);
         return;

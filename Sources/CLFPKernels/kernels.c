@@ -7,6 +7,8 @@
 
 typedef float v16 __attribute__((ext_vector_type(16)));
 typedef float v16u __attribute__((ext_vector_type(16), aligned(4)));
+typedef float v8 __attribute__((ext_vector_type(8)));
+typedef float v8u __attribute__((ext_vector_type(8), aligned(4)));
 
 // LFP_DENSE_ROWS is the rows of a dense tile (2 of them in 16-float accumulators; dense_body.h).
 // LFP_FORWARD_TILE, set per instruction set below, is the most output columns one forward
@@ -29,9 +31,26 @@ static int lfp_row_geometry(const lfp_conv_geometry *g) {
 /// Whether the AVX-512 `forward` takes the row tiles for this geometry (conv_body.h, row_tile):
 /// row geometry, at least 4 output rows, and few channels on one side: 2-8 output channels, or
 /// at most 2 input channels. (One output channel, the input map of a 1-channel first layer,
-/// measured slower than im2col + sgemm with these tiles: an input vector loaded per FMA.)
+/// measured slower than im2col + sgemm with these tiles, an input vector loaded per FMA: it
+/// takes the lane tiles where they apply, checked first.)
 __attribute__((unused)) static int lfp_row_tiles_apply(const lfp_conv_geometry *g) {
     return lfp_row_geometry(g) && g->OH >= 4 && ((g->O >= 2 && g->O <= 8) || g->C <= 2);
+}
+
+/// Whether the AVX-512 `forward` takes the lane tiles (conv_body.h, lane_tile): one output
+/// channel, stride and dilation 1, kernels 3 or 5 wide, output rows of at least 8 columns, at
+/// least 16 floats per sample in and out, and samples small enough (64 Ki floats) that 16 of
+/// them transposed stay in scratch.
+__attribute__((unused)) static int lfp_lane_tiles_apply(const lfp_conv_geometry *g) {
+    const long in = (long)g->C * g->H * g->W, out = (long)g->OH * g->OW;
+    return g->O == 1 && g->SH == 1 && g->SW == 1 && g->DH == 1 && g->DW == 1 && (g->KW == 3 || g->KW == 5)
+        && g->OW >= 8 && in >= 16 && out >= 16 && in <= 65536;
+}
+
+/// Floats of scratch the lane tiles need: 16 samples transposed and their 16 outputs, plus 64
+/// bytes to align them.
+static long lfp_lane_scratch_floats(const lfp_conv_geometry *g) {
+    return ((long)g->C * g->H * g->W + (long)g->OH * g->OW) * 16 + 16;
 }
 
 /// Whether the AVX-512 `weight_map` takes the row tiles (conv_body.h, weight_row_tile): row
@@ -46,7 +65,13 @@ long lfp_conv_scratch_floats(const lfp_conv_geometry *g) {
     // The input map runs the forward kernel on the output signal padded by K-1-P.
     const long ph = g->KH - 1 - g->PH, pw = g->KW - 1 - g->PW;
     const long input = (long)g->O * (g->OH + 2 * (ph > 0 ? ph : 0)) * (g->OW + 2 * (pw > 0 ? pw : 0));
-    const long most = forward > input ? forward : input;
+    long most = forward > input ? forward : input;
+    // The lane tiles, for a forward map or an input map with one output channel.
+    if (lfp_lane_tiles_apply(g) && lfp_lane_scratch_floats(g) > most) most = lfp_lane_scratch_floats(g);
+    if (g->SH == 1 && g->SW == 1 && g->DH == 1 && g->DW == 1) {
+        const lfp_conv_geometry t = lfp_conv_input_map_geometry(g);
+        if (lfp_lane_tiles_apply(&t) && lfp_lane_scratch_floats(&t) > most) most = lfp_lane_scratch_floats(&t);
+    }
     if (!lfp_row_weight_map_applies(g)) return most;
     // The weight map's row tiles: the padded sample and a 16-lane sum per (c, ki, o, kj).
     const long rows = (long)g->C * Hp * Wp + (long)g->C * g->KH * lfp_conv_padded_channels(g->O) * g->KW * 16;
@@ -141,9 +166,9 @@ void lfp_conv_forward(int isa, const float *x, const float *wp, const float *bia
     }
 }
 
-int lfp_conv_forward_uses_rows(int isa, const lfp_conv_geometry *g) {
+int lfp_conv_forward_few_channel_tiles(int isa, const lfp_conv_geometry *g) {
 #if defined(__x86_64__)
-    if (isa == 2) return lfp_row_tiles_apply(g);
+    if (isa == 2) return lfp_lane_tiles_apply(g) || lfp_row_tiles_apply(g);
 #endif
     (void)isa; (void)g;
     return 0;

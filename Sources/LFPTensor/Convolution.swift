@@ -403,10 +403,10 @@ extension Convolution {
         }
 
         /// The input map runs the forward kernel on the padded output signal: stride 1, no
-        /// dilation, and either at least 16 input channels (its output channels) or the row
-        /// tiles, which vectorise along output rows (with 1 or 3 channels most of each 16-wide
-        /// channel vector would be padding: `lenet3x32.conv1`'s input map ran at 21 GFLOP/s on
-        /// one core with channel vectors, 68 with row tiles).
+        /// dilation, and either at least 16 input channels (its output channels) or the
+        /// few-channel tiles, which vectorise along output rows or across samples (with 1 or 3
+        /// channels most of each 16-wide channel vector would be padding: `lenet3x32.conv1`'s
+        /// input map ran at 21 GFLOP/s on one core with channel vectors, 68 with row tiles).
         static func appliesToInputMap(_ g: ConvGeometry, kernelSet: Int32 = bestKernelSet) -> Bool {
             guard applies(ConvGeometry(inChannels: g.outChannels, inHeight: g.outHeight, inWidth: g.outWidth, outChannels: g.inChannels,
                                        kernel: (g.kernelHeight, g.kernelWidth)))
@@ -415,7 +415,7 @@ extension Convolution {
             if g.inChannels >= 16 { return true }
             var layer = geometry(g)
             var map = lfp_conv_input_map_geometry(&layer)
-            return lfp_conv_forward_uses_rows(kernelSet, &map) != 0
+            return lfp_conv_forward_few_channel_tiles(kernelSet, &map) != 0
         }
 
         /// The weight map keeps a kernel's taps in registers: at most 5x5.

@@ -227,6 +227,14 @@ func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: 
         // 3x3 layer (padding 2, rows of 10). The 5x5 ones (padding 4 and 2) and 3x3 with padding
         // 1 are the LeNet, 16-channel 14x14 and 8x8 cases above.
         Case(n: 2, c: 16, h: 10, w: 10, o: 8, kh: 3, kw: 3, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1),
+        // Lane tiles (AVX-512; one output channel, vectors across 16 samples): the input map of
+        // a 1-channel layer with padding (4 channels, rows of 30 in two tiles of 15) over 18
+        // samples; a 3x3 forward map to 1 channel over 35 samples (full blocks of 16 and a
+        // partial one in each worker's range); one with output rows of 9 (a single tile, the
+        // last 16-float block of each sample moved back).
+        Case(n: 18, c: 1, h: 17, w: 30, o: 4, kh: 5, kw: 5, sh: 1, sw: 1, ph: 2, pw: 2, dh: 1, dw: 1),
+        Case(n: 35, c: 3, h: 12, w: 20, o: 1, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1, dh: 1, dw: 1),
+        Case(n: 20, c: 2, h: 10, w: 9, o: 1, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1, dh: 1, dw: 1),
     ]
 
     @Test(arguments: cases)
@@ -286,21 +294,22 @@ func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: 
         }
     }
 
-    /// Which layers take the row tiles (AVX-512 only): the LeNet first layers' forward map (1
-    /// input channel) and input map (to 3 channels), not their 16-channel layers; the input map
-    /// to 1 channel stays with im2col. (The kernel sets are x86's.)
-    @Test func rowTilesTakeTheFewChannelLayers() {
+    /// Which layers take the few-channel tiles (AVX-512 only): the LeNet first layers' forward
+    /// map (1 input channel, row tiles) and input maps (to 3 channels: row tiles; to 1 channel:
+    /// lane tiles), not their 16-channel layers. (The kernel sets are x86's.)
+    @Test func fewChannelTilesTakeTheFirstLayers() {
         #if arch(x86_64)
         let lenet1 = ConvGeometry(inChannels: 1, inHeight: 28, inWidth: 28, outChannels: 16, kernel: (5, 5))
         let lenet3 = ConvGeometry(inChannels: 3, inHeight: 32, inWidth: 32, outChannels: 16, kernel: (5, 5))
         let conv2 = ConvGeometry(inChannels: 16, inHeight: 12, inWidth: 12, outChannels: 16, kernel: (5, 5))
         var g1 = Convolution.Direct.geometry(lenet1), g3 = Convolution.Direct.geometry(lenet3), g2 = Convolution.Direct.geometry(conv2)
-        #expect(lfp_conv_forward_uses_rows(2, &g1) != 0)
-        #expect(lfp_conv_forward_uses_rows(2, &g3) == 0 && lfp_conv_forward_uses_rows(2, &g2) == 0)
-        #expect(lfp_conv_forward_uses_rows(1, &g1) == 0 && lfp_conv_forward_uses_rows(0, &g1) == 0)
+        #expect(lfp_conv_forward_few_channel_tiles(2, &g1) != 0)
+        #expect(lfp_conv_forward_few_channel_tiles(2, &g3) == 0 && lfp_conv_forward_few_channel_tiles(2, &g2) == 0)
+        #expect(lfp_conv_forward_few_channel_tiles(1, &g1) == 0 && lfp_conv_forward_few_channel_tiles(0, &g1) == 0)
         #expect(Convolution.Direct.appliesToInputMap(lenet3, kernelSet: 2))
         #expect(!Convolution.Direct.appliesToInputMap(lenet3, kernelSet: 1))
-        #expect(!Convolution.Direct.appliesToInputMap(lenet1, kernelSet: 2))
+        #expect(Convolution.Direct.appliesToInputMap(lenet1, kernelSet: 2))
+        #expect(!Convolution.Direct.appliesToInputMap(lenet1, kernelSet: 1))
         #expect(Convolution.Direct.appliesToInputMap(conv2, kernelSet: 0))
         #endif
     }

@@ -44,11 +44,12 @@ int lfp_kernels_best_isa(void);
 void lfp_conv_forward(int isa, const float *x, const float *wp, const float *bias, float *y,
                       int n0, int n1, const lfp_conv_geometry *g, float *scratch);
 
-/// Whether `lfp_conv_forward` with kernel set `isa` runs the row tiles for this geometry:
-/// vectors along output rows instead of across 16 output channels, for layers with few
-/// channels on one side (2-8 output or at most 2 input channels; stride and dilation 1, output
-/// rows of 16-32 columns, at least 4 rows). AVX-512 only (they need 32 vector registers).
-int lfp_conv_forward_uses_rows(int isa, const lfp_conv_geometry *g);
+/// Whether `lfp_conv_forward` with kernel set `isa` runs a tile built for few channels on one
+/// side instead of the 16-output-channel vectors: the row tiles (vectors along output rows;
+/// 2-8 output or at most 2 input channels, stride and dilation 1, output rows of 16-32 columns,
+/// at least 4 rows) or the lane tiles (vectors across 16 samples; one output channel, stride
+/// and dilation 1, kernels 3 or 5 wide). AVX-512 only (they need 32 vector registers).
+int lfp_conv_forward_few_channel_tiles(int isa, const lfp_conv_geometry *g);
 
 /// The geometry of the forward convolution that `lfp_conv_input_map` runs for layer `g`:
 /// from g's O output channels to its C input channels, on the output signal padded by K-1-P.
