@@ -190,8 +190,8 @@ static void LFP_SUFFIX(forward_rows)(const float *x, const float *wp, const floa
 //
 // Transposing is bound by moving the data (a plain copy in the same order took 90 % of its
 // time). Transposing each input row inside the first tile that reads it, to overlap those
-// moves with the tile's multiply-adds, ran slower: the transpose's 16 registers spilled the
-// tile's accumulators.
+// moves with the tile's multiply-adds, ran slower (the transpose's 16 registers, the tile's
+// up to 16 accumulators and its 5 weights do not fit in 32).
 
 // Tile: T consecutive output columns from ox0 of output row oy in T accumulators. Per
 // (channel, kernel row) the KW weights are broadcast once and each of the T + KW - 1 input

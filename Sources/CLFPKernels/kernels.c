@@ -49,33 +49,44 @@ __attribute__((unused)) static int lfp_lane_tiles_apply(const lfp_conv_geometry 
 
 /// Floats of scratch the lane tiles need: 16 samples transposed and their 16 outputs, plus 64
 /// bytes to align them.
-static long lfp_lane_scratch_floats(const lfp_conv_geometry *g) {
+__attribute__((unused)) static long lfp_lane_scratch_floats(const lfp_conv_geometry *g) {
     return ((long)g->C * g->H * g->W + (long)g->OH * g->OW) * 16 + 16;
 }
 
 /// Whether the AVX-512 `weight_map` takes the row tiles (conv_body.h, weight_row_tile): row
 /// geometry, 1 or 2 input channels, kernels 3 or 5 wide.
-static int lfp_row_weight_map_applies(const lfp_conv_geometry *g) {
+__attribute__((unused)) static int lfp_row_weight_map_applies(const lfp_conv_geometry *g) {
     return lfp_row_geometry(g) && g->C <= 2 && (g->KW == 3 || g->KW == 5);
 }
 
-long lfp_conv_scratch_floats(const lfp_conv_geometry *g) {
-    const long Hp = g->H + 2 * g->PH, Wp = g->W + 2 * g->PW;
-    const long forward = (long)g->C * Hp * Wp + (long)g->OH * g->OW * lfp_conv_padded_channels(g->O);
-    // The input map runs the forward kernel on the output signal padded by K-1-P.
-    const long ph = g->KH - 1 - g->PH, pw = g->KW - 1 - g->PW;
-    const long input = (long)g->O * (g->OH + 2 * (ph > 0 ? ph : 0)) * (g->OW + 2 * (pw > 0 ? pw : 0));
-    long most = forward > input ? forward : input;
-    // The lane tiles, for a forward map or an input map with one output channel.
-    if (lfp_lane_tiles_apply(g) && lfp_lane_scratch_floats(g) > most) most = lfp_lane_scratch_floats(g);
-    if (g->SH == 1 && g->SW == 1 && g->DH == 1 && g->DW == 1) {
-        const lfp_conv_geometry t = lfp_conv_input_map_geometry(g);
-        if (lfp_lane_tiles_apply(&t) && lfp_lane_scratch_floats(&t) > most) most = lfp_lane_scratch_floats(&t);
+/// Scratch of `lfp_conv_forward` with kernel set `isa`: the lane tiles' transposed block, or
+/// the zero-padded sample that the other tiles read.
+static long lfp_forward_scratch_floats(int isa, const lfp_conv_geometry *g) {
+#if defined(__x86_64__)
+    if (isa == 2 && lfp_lane_tiles_apply(g)) return lfp_lane_scratch_floats(g);
+#endif
+    (void)isa;
+    return (long)g->C * (g->H + 2 * g->PH) * (g->W + 2 * g->PW);
+}
+
+long lfp_conv_scratch_floats(int isa, int map, const lfp_conv_geometry *g) {
+    switch (map) {
+        case LFP_CONV_FORWARD: return lfp_forward_scratch_floats(isa, g);
+        // The input map runs the forward kernel on the output signal padded by K-1-P.
+        case LFP_CONV_INPUT_MAP: {
+            const lfp_conv_geometry t = lfp_conv_input_map_geometry(g);
+            return lfp_forward_scratch_floats(isa, &t);
+        }
+        default: {
+            // The padded sample, then the row tiles' 16-lane sum per (c, ki, o, kj) (AVX-512) or
+            // the output signal reordered to [P][Opad].
+            const long padded = (long)g->C * (g->H + 2 * g->PH) * (g->W + 2 * g->PW), Opad = lfp_conv_padded_channels(g->O);
+#if defined(__x86_64__)
+            if (isa == 2 && lfp_row_weight_map_applies(g)) return padded + (long)g->C * g->KH * Opad * g->KW * 16;
+#endif
+            return padded + (long)g->OH * g->OW * Opad;
+        }
     }
-    if (!lfp_row_weight_map_applies(g)) return most;
-    // The weight map's row tiles: the padded sample and a 16-lane sum per (c, ki, o, kj).
-    const long rows = (long)g->C * Hp * Wp + (long)g->C * g->KH * lfp_conv_padded_channels(g->O) * g->KW * 16;
-    return most > rows ? most : rows;
 }
 
 /// The sample itself, or (with padding) a zero-padded copy of it in `scratch`.

@@ -267,7 +267,6 @@ public enum ConvBench {
     }
 }
 
-
 struct BenchConv: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "conv",

@@ -431,11 +431,13 @@ extension Convolution {
         }
 
         /// Runs `body(geometry, worker, scratch, samples)` over the workers' ranges of the batch,
-        /// with the scratch the direct kernels need for this geometry.
-        static func forEachWorker(_ n: Int, _ g: ConvGeometry,
+        /// with the scratch the direct kernel of `map` (`LFP_CONV_FORWARD`, `LFP_CONV_INPUT_MAP`,
+        /// `LFP_CONV_WEIGHT_MAP`) needs for this geometry and kernel set.
+        static func forEachWorker(_ n: Int, _ g: ConvGeometry, map: Int32, kernelSet: Int32,
                                   _ body: (UnsafePointer<lfp_conv_geometry>, Int, UnsafeMutablePointer<Float>, Range<Int>) -> Void) {
             withUnsafePointer(to: geometry(g)) { cg in
-                Convolution.forEachWorker(n, work: workPerSample(g), scratchPerWorker: lfp_conv_scratch_floats(cg)) { worker, scratch, samples in
+                let scratch = Int(lfp_conv_scratch_floats(kernelSet, map, cg))
+                Convolution.forEachWorker(n, work: workPerSample(g), scratchPerWorker: scratch) { worker, scratch, samples in
                     body(cg, worker, scratch, samples)
                 }
             }
@@ -464,7 +466,7 @@ extension Convolution {
                 y.storage.withUnsafeMutableBufferPointer { py in
                     weights.withUnsafeBufferPointer { pw in
                         withBias(bias) { pb in
-                            forEachWorker(n, g) { cg, _, scratch, samples in
+                            forEachWorker(n, g, map: Int32(LFP_CONV_FORWARD), kernelSet: kernelSet) { cg, _, scratch, samples in
                                 lfp_conv_forward(kernelSet, px.baseAddress!, pw.baseAddress!, pb, py.baseAddress!,
                                                  Int32(samples.lowerBound), Int32(samples.upperBound), cg, scratch)
                             }
@@ -482,7 +484,7 @@ extension Convolution {
             dy.storage.withUnsafeBufferPointer { pdy in
                 dx.storage.withUnsafeMutableBufferPointer { pdx in
                     weights.withUnsafeBufferPointer { pw in
-                        forEachWorker(n, g) { cg, _, scratch, samples in
+                        forEachWorker(n, g, map: Int32(LFP_CONV_INPUT_MAP), kernelSet: kernelSet) { cg, _, scratch, samples in
                             lfp_conv_input_map(kernelSet, pdy.baseAddress!, pw.baseAddress!, pdx.baseAddress!,
                                                Int32(samples.lowerBound), Int32(samples.upperBound), cg, scratch)
                         }
@@ -502,7 +504,7 @@ extension Convolution {
                 x.storage.withUnsafeBufferPointer { px in
                     partials.withUnsafeMutableBufferPointer { pp in
                         let base = pp.baseAddress!
-                        forEachWorker(n, g) { cg, worker, scratch, samples in
+                        forEachWorker(n, g, map: Int32(LFP_CONV_WEIGHT_MAP), kernelSet: kernelSet) { cg, worker, scratch, samples in
                             lfp_conv_weight_map(kernelSet, px.baseAddress!, pdy.baseAddress!, base + worker * k * opad,
                                                 Int32(samples.lowerBound), Int32(samples.upperBound), cg, scratch)
                         }

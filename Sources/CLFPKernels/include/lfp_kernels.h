@@ -26,8 +26,12 @@ typedef struct {
 /// Output channels rounded up to a multiple of 16 (the width of the packed weight rows).
 int lfp_conv_padded_channels(int channels);
 
-/// Floats of scratch one worker needs for `lfp_conv_forward` / `lfp_conv_weight_map`.
-long lfp_conv_scratch_floats(const lfp_conv_geometry *g);
+/// The maps of a convolution layer, for `lfp_conv_scratch_floats`.
+enum { LFP_CONV_FORWARD = 0, LFP_CONV_INPUT_MAP = 1, LFP_CONV_WEIGHT_MAP = 2 };
+
+/// Floats of scratch one worker needs for `map` of layer `g` with kernel set `isa`
+/// (`lfp_conv_forward`, `lfp_conv_input_map` or `lfp_conv_weight_map`).
+long lfp_conv_scratch_floats(int isa, int map, const lfp_conv_geometry *g);
 
 /// Packs w [O, C, KH, KW] into wp [C*KH*KW][Opad] (zero in the padding channels).
 void lfp_conv_pack_weights(const float *w, const lfp_conv_geometry *g, float *wp);
