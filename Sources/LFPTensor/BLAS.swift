@@ -65,8 +65,15 @@ public enum BLAS {
     ///
     /// OpenBLAS's thread count is process-wide; it is 1 outside this call, so that kernels
     /// which parallelise over samples themselves (`Convolution`) call `serialGEMM` from their
-    /// workers without OpenBLAS starting threads of its own. Do not call `gemm` from several
-    /// threads at once (OpenBLAS serialises threaded calls).
+    /// workers without OpenBLAS starting threads of its own.
+    ///
+    /// OpenBLAS's result depends on its thread count (measured with 0.3.21: a 32x1000x1000
+    /// product on Cooperlake, a 500x300x40 one on Haswell differ in the last bits between 1
+    /// and 2 threads; below 358 K multiply-adds its AVX-512 "direct" kernel is chosen only
+    /// when the count is 1). So a threaded product holds `threadCountLock` exclusively from
+    /// raising the count until it is back at 1, and every serial product holds it shared:
+    /// two trainings in one process (the in-process command tests) cannot change each
+    /// other's bits.
     public static func gemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
                             alpha: Float, a: UnsafePointer<Float>, lda: Int,
                             b: UnsafePointer<Float>, ldb: Int,
@@ -74,9 +81,15 @@ public enum BLAS {
         if m == 0 || n == 0 { return }
         let workers = threads
         #if !canImport(Accelerate)
-        let threaded = workers > 1 && m * n * max(k, 1) >= parallelGEMMWork
-        if threaded { openblas_set_num_threads(Int32(workers)) }
-        defer { if threaded { openblas_set_num_threads(1) } }
+        if workers > 1 && m * n * max(k, 1) >= parallelGEMMWork {
+            threadCountLock.exclusively {
+                openblas_set_num_threads(Int32(workers))
+                cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+                            Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+                openblas_set_num_threads(1)
+            }
+            return
+        }
         #endif
         serialGEMM(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
                    b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
@@ -89,8 +102,7 @@ public enum BLAS {
     static let parallelGEMMWork = 1 << 24
 
     /// The same product as `gemm`, on the calling thread only: for kernels that are already
-    /// parallel (each of their workers calls this on its own data). The one place that calls
-    /// `cblas_sgemm`.
+    /// parallel (each of their workers calls this on its own data).
     @inlinable
     public static func serialGEMM(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
                                   alpha: Float, a: UnsafePointer<Float>, lda: Int,
@@ -98,9 +110,21 @@ public enum BLAS {
                                   beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
         if m == 0 || n == 0 { return }
         _ = configuration
+        #if canImport(Accelerate)
         cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
                     Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        #else
+        threadCountLock.shared {
+            cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
+                        Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
+        }
+        #endif
     }
+
+    #if !canImport(Accelerate)
+    /// Held exclusively while OpenBLAS runs with more than one thread, shared by serial products.
+    @usableFromInline static let threadCountLock = ReadersWriterLock()
+    #endif
 
     /// `y += alpha * x`.
     public static func axpy(alpha: Float, x: [Float], y: inout [Float]) {
@@ -285,3 +309,40 @@ private final class ConfigurationState: @unchecked Sendable {
     }
     #endif
 }
+
+#if !canImport(Accelerate)
+/// A pthread readers-writer lock that prefers writers (a threaded product does not wait
+/// behind a stream of serial ones). Not recursive: the closures only call BLAS.
+@usableFromInline final class ReadersWriterLock: @unchecked Sendable {
+    private let lock: UnsafeMutablePointer<pthread_rwlock_t>
+
+    @usableFromInline init() {
+        lock = .allocate(capacity: 1)
+        var attributes = pthread_rwlockattr_t()
+        pthread_rwlockattr_init(&attributes)
+        #if canImport(Glibc)
+        pthread_rwlockattr_setkind_np(&attributes, Int32(PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP))
+        #endif
+        let status = pthread_rwlock_init(lock, &attributes)
+        pthread_rwlockattr_destroy(&attributes)
+        precondition(status == 0, "pthread_rwlock_init failed (\(status))")
+    }
+
+    deinit {
+        pthread_rwlock_destroy(lock)
+        lock.deallocate()
+    }
+
+    @usableFromInline func shared<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_rwlock_rdlock(lock)
+        defer { pthread_rwlock_unlock(lock) }
+        return try body()
+    }
+
+    @usableFromInline func exclusively<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_rwlock_wrlock(lock)
+        defer { pthread_rwlock_unlock(lock) }
+        return try body()
+    }
+}
+#endif

@@ -107,6 +107,47 @@ func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: 
         expectClose(Tensor.matmul(a, transposeA: ta, b, transposeB: tb).storage, expected, "gemm \(size) \(transpose)")
     }
 
+    /// OpenBLAS's bits depend on its (process-wide) thread count, which a threaded product
+    /// raises for its duration: serial products on other threads meanwhile must still give
+    /// the bits they give alone (two trainings in one process, e.g. the command tests).
+    @Test func serialProductsKeepTheirBitsWhileAnotherThreadRunsThreadedOnes() {
+        guard BLAS.threads > 1 else { return }  // one core: nothing raises the count
+        var rng = SeededRandom(seed: 10)
+        // Shapes whose result changed with the thread count on OpenBLAS 0.3.21 (Cooperlake,
+        // SkylakeX, Haswell kernels): (m, n, k, transposeA, transposeB).
+        let shapes = [(16, 150, 400, false, true), (64, 64, 200, false, false), (500, 300, 40, true, false), (32, 1000, 1000, false, false)]
+        let operands = shapes.map { (m, n, k, ta, tb) in
+            (Tensor.normal(ta ? [k, m] : [m, k], rng: &rng), Tensor.normal(tb ? [n, k] : [k, n], rng: &rng))
+        }
+        func serial(_ i: Int) -> [Float] {
+            let (m, n, k, ta, tb) = shapes[i], (a, b) = operands[i]
+            var c = [Float](repeating: 0, count: m * n)
+            a.storage.withUnsafeBufferPointer { pa in b.storage.withUnsafeBufferPointer { pb in c.withUnsafeMutableBufferPointer { pc in
+                BLAS.serialGEMM(transposeA: ta, transposeB: tb, m: m, n: n, k: k, alpha: 1, a: pa.baseAddress!, lda: ta ? m : k,
+                                b: pb.baseAddress!, ldb: tb ? k : n, beta: 0, c: pc.baseAddress!, ldc: n)
+            } } }
+            return c
+        }
+        let alone = shapes.indices.map(serial)
+        let big = Tensor.normal([256, 512], rng: &rng), weights = Tensor.normal([512, 512], rng: &rng)
+        final class Flag: @unchecked Sendable {
+            let lock = NSLock()
+            var raised = false
+            var isRaised: Bool { lock.withLock { raised } }
+            func raise() { lock.withLock { raised = true } }
+        }
+        let stop = Flag(), stopped = DispatchSemaphore(value: 0)
+        Thread {
+            while !stop.isRaised { _ = Tensor.matmul(big, weights) }
+            stopped.signal()
+        }.start()
+        var mismatches = 0
+        for round in 0..<200 { if serial(round % shapes.count) != alone[round % shapes.count] { mismatches += 1 } }
+        stop.raise()
+        stopped.wait()
+        #expect(mismatches == 0, "\(mismatches) of 200 serial products changed while threaded products ran")
+    }
+
     @Test func emptyMatmulIsZero() {
         let c = Tensor.matmul(Tensor(shape: [3, 0]), Tensor(shape: [0, 4]))
         #expect(c.shape == [3, 4] && c.storage.allSatisfy { $0 == 0 })
