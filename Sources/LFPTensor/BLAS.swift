@@ -60,20 +60,23 @@ public enum BLAS {
     // MARK: Kernels
 
     /// `C = alpha * op(A) * op(B) + beta * C`, row-major, on all `threads` cores for products
-    /// of at least `parallelGEMMWork` multiply-adds (BLAS's own threads: they share the packed
-    /// operands, which measured faster than splitting C over our workers for MLP layers).
+    /// of at least `parallelGEMMWork` multiply-adds.
     ///
-    /// OpenBLAS's thread count is process-wide; it is 1 outside this call, so that kernels
-    /// which parallelise over samples themselves (`Convolution`) call `serialGEMM` from their
-    /// workers without OpenBLAS starting threads of its own.
+    /// With OpenBLAS, C is split into one block per worker (`Parallel`), and each worker runs a
+    /// single-threaded product on its block: blocks of columns where `n >= m` (every worker
+    /// packs op(A), the smaller operand), of rows otherwise, with edges on multiples of 16.
+    /// OpenBLAS itself runs single-threaded throughout the process. Measured against letting
+    /// OpenBLAS thread each product (its threads share the packed operands but wait for each
+    /// other inside every product, and were woken for each): `mlp3072` at batch 256, 8
+    /// alternating pairs of `lfp bench step --method lfp,gradient`, LFP step 9.6-12.0 ms (mean
+    /// 10.4) against 10.0-14.0 ms (mean 11.7), faster in all 8 pairs.
     ///
-    /// OpenBLAS's result depends on its thread count (measured with 0.3.21: a 32x1000x1000
-    /// product on Cooperlake, a 500x300x40 one on Haswell differ in the last bits between 1
-    /// and 2 threads; below 358 K multiply-adds its AVX-512 "direct" kernel is chosen only
-    /// when the count is 1). So a threaded product holds `threadCountLock` exclusively from
-    /// raising the count until it is back at 1, and every serial product holds it shared:
-    /// two trainings in one process (the in-process command tests) cannot change each
-    /// other's bits.
+    /// OpenBLAS's result depends on its thread count (0.3.21: a 32x1000x1000 product on
+    /// Cooperlake, a 500x300x40 one on Haswell differ in the last bits between 1 and 2
+    /// threads; below 358 K multiply-adds its AVX-512 "direct" kernel is chosen only when the
+    /// count is 1), and the count is process-wide: kept at 1, several trainings in one process
+    /// cannot change each other's bits. Results depend on `threads` through the block edges.
+    /// Accelerate threads its products itself.
     public static func gemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
                             alpha: Float, a: UnsafePointer<Float>, lda: Int,
                             b: UnsafePointer<Float>, ldb: Int,
@@ -82,11 +85,23 @@ public enum BLAS {
         let workers = threads
         #if !canImport(Accelerate)
         if workers > 1 && m * n * max(k, 1) >= parallelGEMMWork {
-            threadCountLock.exclusively {
-                openblas_set_num_threads(Int32(workers))
-                cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
-                            Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
-                openblas_set_num_threads(1)
+            let byColumns = n >= m, extent = byColumns ? n : m
+            // Block w is edge(w)..<edge(w + 1); the edges depend only on the extent and `workers`.
+            func edge(_ w: Int) -> Int { w == workers ? extent : min(extent, (extent * w / workers + 8) / 16 * 16) }
+            Parallel.chunks(workers, minimumWork: 1) { _, blocks in
+                for w in blocks {
+                    let lo = edge(w), hi = edge(w + 1)
+                    guard hi > lo else { continue }
+                    if byColumns {
+                        // Columns lo..<hi of op(B) are rows lo..<hi of B when it is transposed.
+                        serialGEMM(transposeA: transposeA, transposeB: transposeB, m: m, n: hi - lo, k: k, alpha: alpha, a: a, lda: lda,
+                                   b: transposeB ? b + lo * ldb : b + lo, ldb: ldb, beta: beta, c: c + lo, ldc: ldc)
+                    } else {
+                        // Rows lo..<hi of op(A) are columns lo..<hi of A when it is transposed.
+                        serialGEMM(transposeA: transposeA, transposeB: transposeB, m: hi - lo, n: n, k: k, alpha: alpha,
+                                   a: transposeA ? a + lo : a + lo * lda, lda: lda, b: b, ldb: ldb, beta: beta, c: c + lo * ldc, ldc: ldc)
+                    }
+                }
             }
             return
         }
@@ -96,9 +111,10 @@ public enum BLAS {
     }
 
     /// Below this many multiply-adds (16 M: about 0.3 ms on one core at 100 GFLOP/s) a product
-    /// runs on the calling thread. After a threaded call OpenBLAS's threads spin for a while in
-    /// `sched_yield`, competing with the library's own workers: with LeNet's small dense
-    /// layers threaded (threshold 256 K), the spinning took 30 % of a LeNet step's samples.
+    /// runs on the calling thread. (When OpenBLAS threaded products itself, LeNet's small dense
+    /// layers threaded at 256 K spent 30 % of a step's samples in its spinning threads; with
+    /// the split over the library's workers, 4 M and 1 M measured no different from 16 M on
+    /// the MLP at batch 256, within this machine's noise.)
     static let parallelGEMMWork = 1 << 24
 
     /// The same product as `gemm`, on the calling thread only: for kernels that are already
@@ -110,21 +126,9 @@ public enum BLAS {
                                   beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
         if m == 0 || n == 0 { return }
         _ = configuration
-        #if canImport(Accelerate)
         cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
                     Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
-        #else
-        threadCountLock.shared {
-            cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
-                        Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
-        }
-        #endif
     }
-
-    #if !canImport(Accelerate)
-    /// Held exclusively while OpenBLAS runs with more than one thread, shared by serial products.
-    @usableFromInline static let threadCountLock = ReadersWriterLock()
-    #endif
 
     /// `y += alpha * x`.
     public static func axpy(alpha: Float, x: [Float], y: inout [Float]) {
@@ -242,7 +246,7 @@ private final class ConfigurationState: @unchecked Sendable {
                 replaced = detected
             }
         }
-        // OpenBLAS runs in the caller except inside `BLAS.gemm` (see there).
+        // OpenBLAS always runs in the caller (`BLAS.gemm` splits large products over workers).
         openblas_set_num_threads(1)
         if env["OPENBLAS_THREAD_TIMEOUT"] == nil { parkIdleOpenBLASThreads() }
         return BLAS.Configuration(backend: "OpenBLAS", core: core, detectedCore: replaced, threads: max(1, threads),
@@ -256,19 +260,20 @@ private final class ConfigurationState: @unchecked Sendable {
         return String(cString: name).trimmingCharacters(in: .whitespaces)
     }
 
-    /// Makes OpenBLAS's worker threads sleep as soon as a threaded product ends.
+    /// Stops the worker threads OpenBLAS started when it was loaded, and makes any it starts
+    /// later sleep as soon as a threaded product ends.
     ///
-    /// By default they spin in `sched_yield` for 2^28 cycles (about 0.1 s) after each threaded
-    /// call, so they compete with the library's own workers (`Parallel`) through every phase
-    /// that follows. Profile of `lfp bench step --model mlp3072 --batch 256`: the idle OpenBLAS
-    /// thread took 11 % of the samples; standalone, it burned 66 ms of CPU in 100 ms after one
-    /// product. With the shortest timeout OpenBLAS allows (2^4 cycles) they sleep on a condition
-    /// variable instead; products of at least `parallelGEMMWork` multiply-adds (ms-long) pay one
-    /// wake-up. The timeout is read from `OPENBLAS_THREAD_TIMEOUT` when OpenBLAS starts its
-    /// threads, which it does when it is loaded: this sets the variable, has OpenBLAS read it,
-    /// stops the threads (OpenBLAS starts them again with the new timeout at the next threaded
-    /// call) and restores the environment. Skipped when the user set the variable. The symbols
-    /// are looked up at run time so that other builds still link.
+    /// The library never has OpenBLAS thread a product (`BLAS.gemm` splits them over its own
+    /// workers), but OpenBLAS starts its threads when it is loaded, and by default idle ones
+    /// spin in `sched_yield` for 2^28 cycles (about 0.1 s) after each threaded call. When
+    /// `gemm` still let OpenBLAS thread, that spinning took 11 % of the samples of `lfp bench
+    /// step --model mlp3072 --batch 256`. Should other code in the process run threaded
+    /// OpenBLAS calls, the shortest timeout OpenBLAS allows (2^4 cycles) makes its threads
+    /// sleep on a condition variable instead. The timeout is read from
+    /// `OPENBLAS_THREAD_TIMEOUT` when OpenBLAS starts its threads: this sets the variable, has
+    /// OpenBLAS read it, stops the threads (OpenBLAS starts them again, with the new timeout,
+    /// at its next threaded call) and restores the environment. Skipped when the user set the
+    /// variable. The symbols are looked up at run time so that other builds still link.
     static func parkIdleOpenBLASThreads() {
         guard let readEnvironment = openBLASFunction("openblas_read_env", as: (@convention(c) () -> Void).self),
               let stopThreads = openBLASFunction("blas_thread_shutdown_", as: (@convention(c) () -> Int32).self) else { return }
@@ -309,40 +314,3 @@ private final class ConfigurationState: @unchecked Sendable {
     }
     #endif
 }
-
-#if !canImport(Accelerate)
-/// A pthread readers-writer lock that prefers writers (a threaded product does not wait
-/// behind a stream of serial ones). Not recursive: the closures only call BLAS.
-@usableFromInline final class ReadersWriterLock: @unchecked Sendable {
-    private let lock: UnsafeMutablePointer<pthread_rwlock_t>
-
-    @usableFromInline init() {
-        lock = .allocate(capacity: 1)
-        var attributes = pthread_rwlockattr_t()
-        pthread_rwlockattr_init(&attributes)
-        #if canImport(Glibc)
-        pthread_rwlockattr_setkind_np(&attributes, Int32(PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP))
-        #endif
-        let status = pthread_rwlock_init(lock, &attributes)
-        pthread_rwlockattr_destroy(&attributes)
-        precondition(status == 0, "pthread_rwlock_init failed (\(status))")
-    }
-
-    deinit {
-        pthread_rwlock_destroy(lock)
-        lock.deallocate()
-    }
-
-    @usableFromInline func shared<T>(_ body: () throws -> T) rethrows -> T {
-        pthread_rwlock_rdlock(lock)
-        defer { pthread_rwlock_unlock(lock) }
-        return try body()
-    }
-
-    @usableFromInline func exclusively<T>(_ body: () throws -> T) rethrows -> T {
-        pthread_rwlock_wrlock(lock)
-        defer { pthread_rwlock_unlock(lock) }
-        return try body()
-    }
-}
-#endif

@@ -1,7 +1,7 @@
 import Foundation
 
-/// Data parallelism for the library's own kernels (OpenBLAS threads itself only inside
-/// `BLAS.gemm`, for large products).
+/// Data parallelism for the library's own kernels and for large BLAS products (`BLAS.gemm`
+/// splits them over these workers; OpenBLAS itself runs single-threaded).
 ///
 /// Work is split into at most `BLAS.threads` contiguous chunks, the same way for the same
 /// thread count, so results are bit-identical run to run at a fixed thread count.

@@ -86,9 +86,10 @@ func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: 
         expectClose(Tensor.matmul(a, b).storage, Naive.matmul(a, false, b, false), "gemm 70x130x90")
     }
 
-    /// Products big enough for BLAS's own threads (n >= m and n < m), with and without
-    /// transposes, against flat naive loops.
-    @Test(arguments: [(130, 400, 330), (400, 130, 330)], [(false, false), (true, true)])
+    /// Products big enough to be split over the workers (`BLAS.gemm`: by columns when n >= m,
+    /// by rows otherwise; block edges rounded to 16, so 1000 splits at 496, 400 at 208), with
+    /// every combination of transposes, against flat naive loops.
+    @Test(arguments: [(130, 400, 330), (400, 130, 330), (97, 1000, 180)], [(false, false), (true, false), (false, true), (true, true)])
     func threadedMatmulMatchesNaive(size: (Int, Int, Int), transpose: (Bool, Bool)) {
         var rng = SeededRandom(seed: 9)
         let (m, n, k) = size, (ta, tb) = transpose
@@ -107,11 +108,12 @@ func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: 
         expectClose(Tensor.matmul(a, transposeA: ta, b, transposeB: tb).storage, expected, "gemm \(size) \(transpose)")
     }
 
-    /// OpenBLAS's bits depend on its (process-wide) thread count, which a threaded product
-    /// raises for its duration: serial products on other threads meanwhile must still give
-    /// the bits they give alone (two trainings in one process, e.g. the command tests).
-    @Test func serialProductsKeepTheirBitsWhileAnotherThreadRunsThreadedOnes() {
-        guard BLAS.threads > 1 else { return }  // one core: nothing raises the count
+    /// OpenBLAS's bits depend on its (process-wide) thread count: serial products must give
+    /// the bits they give alone while another thread runs large products on all workers (two
+    /// trainings in one process, e.g. the command tests). Failed when `BLAS.gemm` raised
+    /// OpenBLAS's thread count for large products.
+    @Test func serialProductsKeepTheirBitsWhileAnotherThreadRunsLargeOnes() {
+        guard BLAS.threads > 1 else { return }  // one core: no product is split
         var rng = SeededRandom(seed: 10)
         // Shapes whose result changed with the thread count on OpenBLAS 0.3.21 (Cooperlake,
         // SkylakeX, Haswell kernels): (m, n, k, transposeA, transposeB).
@@ -145,7 +147,7 @@ func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: 
         for round in 0..<200 { if serial(round % shapes.count) != alone[round % shapes.count] { mismatches += 1 } }
         stop.raise()
         stopped.wait()
-        #expect(mismatches == 0, "\(mismatches) of 200 serial products changed while threaded products ran")
+        #expect(mismatches == 0, "\(mismatches) of 200 serial products changed while large products ran")
     }
 
     @Test func emptyMatmulIsZero() {
