@@ -115,7 +115,8 @@ LFP_INLINE void LFP_SUFFIX(forward_tile)(const float *xb, const float *wr, const
 // columns 0 and OW - 16 (two vectors cover a row of 17-32; where they overlap both compute
 // the same sums in the same order, so the second store rewrites equal values). Per tap one
 // unaligned input vector per row and column start and G broadcast weights, G*NR*NC <= 16
-// accumulators. Stride 1, dilation 1; xs is the (padded) sample.
+// accumulators. Stride 1, dilation 1; xs is the (padded) sample, whose padding rows are
+// skipped where every row of the tile would read them.
 LFP_INLINE void LFP_SUFFIX(row_tile)(const float *xs, const float *wp, const float *b, float *y,
                                      const lfp_conv_geometry *g, int Hp, int Wp, int Opad, int channels,
                                      int oy, int G, int NR, int NC) {
@@ -124,8 +125,12 @@ LFP_INLINE void LFP_SUFFIX(row_tile)(const float *xs, const float *wp, const flo
     for (int gi = 0; gi < G; gi++)
         for (int v = 0; v < NV; v++) acc[gi * NV + v] = b[gi];
     const long plane = (long)Hp * Wp;
+    // Kernel rows that read only padding rows for all NR output rows are left out (input maps
+    // of unpadded layers have padding K - 1: 4 of the 5 kernel rows at the first output row).
+    const int kiFirst = g->PH - oy - (NR - 1) > 0 ? g->PH - oy - (NR - 1) : 0;
+    const int kiEnd = g->PH + g->H - oy < g->KH ? g->PH + g->H - oy : g->KH;
     for (int c = 0; c < g->C; c++)
-        for (int ki = 0; ki < g->KH; ki++) {
+        for (int ki = kiFirst; ki < kiEnd; ki++) {
             const float *row = xs + c * plane + (long)(oy + ki) * Wp;
             const float *wk = wp + (long)(c * g->KH + ki) * g->KW * Opad;
             for (int kj = 0; kj < g->KW; kj++) {
