@@ -433,11 +433,86 @@ LFP_INLINE void LFP_SUFFIX(weight_row_tile)(const float *xc, const float *dyo, f
             lfp_store(sums + 16 * (o * KW + kj), lfp_load(sums + 16 * (o * KW + kj)) + a[o * KW + kj] * keep[o]);
 }
 
+// The weight-map row tile for output rows of 17-24 columns, where the tile above leaves 8-15
+// of its second vector's 16 lanes masked (rows of 24: a quarter of its multiply-adds): one
+// vector at column 0 of each row, and one vector holding the last 8 columns of two rows (two
+// 8-float halves, lanes of columns below 16 masked). Rows in pairs; an odd last row takes the
+// masked second vector. KW is compile-time.
+LFP_INLINE void LFP_SUFFIX(weight_row_tile_paired)(const float *xc, const float *dyo, float *sums,
+                                                   const lfp_conv_geometry *g, int Wp, int ki, int channels, int KW) {
+    const int col1 = g->OW - 16, col2 = g->OW - 8;
+    const long P = (long)g->OH * g->OW;
+    v16 mask, halfMask;
+    for (int l = 0; l < 16; l++) {
+        mask[l] = l >= 16 - col1 ? 1.0f : 0.0f;
+        halfMask[l] = l % 8 >= 16 - col2 ? 1.0f : 0.0f;
+    }
+    const float *d[4];
+    for (int o = 0; o < 4; o++) d[o] = dyo + (o < channels ? o : 0) * P;
+    const v16 keep[4] = {1, channels > 1 ? 1 : 0, channels > 2 ? 1 : 0, channels > 3 ? 1 : 0};
+    v16 a[4 * 5];
+#pragma clang loop unroll(full)
+    for (int i = 0; i < 4 * KW; i++) a[i] = 0;
+    int oy = 0;
+    for (; oy + 1 < g->OH; oy += 2) {
+        const float *xr = xc + (long)(oy + ki) * Wp;
+        const long at = (long)oy * g->OW;
+#pragma clang loop unroll(full)
+        for (int rr = 0; rr < 2; rr++) {
+            v16 xv[5];
+#pragma clang loop unroll(full)
+            for (int kj = 0; kj < KW; kj++) xv[kj] = lfp_load(xr + rr * Wp + kj);
+#pragma clang loop unroll(full)
+            for (int o = 0; o < 4; o++) {
+                const v16 dv = lfp_load(d[o] + at + rr * g->OW);
+#pragma clang loop unroll(full)
+                for (int kj = 0; kj < KW; kj++) a[o * KW + kj] += dv * xv[kj];
+            }
+        }
+        v16 xv[5];
+#pragma clang loop unroll(full)
+        for (int kj = 0; kj < KW; kj++)
+            xv[kj] = __builtin_shufflevector((v8)(*(const v8u *)(xr + col2 + kj)), (v8)(*(const v8u *)(xr + Wp + col2 + kj)),
+                                             0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+#pragma clang loop unroll(full)
+        for (int o = 0; o < 4; o++) {
+            v16 dv = __builtin_shufflevector((v8)(*(const v8u *)(d[o] + at + col2)), (v8)(*(const v8u *)(d[o] + at + g->OW + col2)),
+                                             0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            if (col2 < 16) dv *= halfMask;
+#pragma clang loop unroll(full)
+            for (int kj = 0; kj < KW; kj++) a[o * KW + kj] += dv * xv[kj];
+        }
+    }
+    if (oy < g->OH) {
+        const float *xr = xc + (long)(oy + ki) * Wp;
+        const long at = (long)oy * g->OW;
+#pragma clang loop unroll(full)
+        for (int cc = 0; cc < 2; cc++) {
+            const int col = cc ? col1 : 0;
+            v16 xv[5];
+#pragma clang loop unroll(full)
+            for (int kj = 0; kj < KW; kj++) xv[kj] = lfp_load(xr + col + kj);
+#pragma clang loop unroll(full)
+            for (int o = 0; o < 4; o++) {
+                v16 dv = lfp_load(d[o] + at + col);
+                if (cc) dv *= mask;
+#pragma clang loop unroll(full)
+                for (int kj = 0; kj < KW; kj++) a[o * KW + kj] += dv * xv[kj];
+            }
+        }
+    }
+#pragma clang loop unroll(full)
+    for (int o = 0; o < 4; o++)
+#pragma clang loop unroll(full)
+        for (int kj = 0; kj < KW; kj++)
+            lfp_store(sums + 16 * (o * KW + kj), lfp_load(sums + 16 * (o * KW + kj)) + a[o * KW + kj] * keep[o]);
+}
+
 static void LFP_SUFFIX(weight_map_rows)(const float *x, const float *dy, float *acc,
                                         int n0, int n1, const lfp_conv_geometry *g, float *scratch) {
     const int Hp = g->H + 2 * g->PH, Wp = g->W + 2 * g->PW, Opad = lfp_conv_padded_channels(g->O);
     const long inSize = (long)g->C * g->H * g->W, outSize = (long)g->O * g->OH * g->OW, P = (long)g->OH * g->OW;
-    const int KH = g->KH, KW = g->KW, twoColumns = g->OW > 16;
+    const int KH = g->KH, KW = g->KW, twoColumns = g->OW > 16, pairedTails = g->OW > 16 && g->OW <= 24;
     // Per (c, ki, o, kj) one 16-lane partial sum, after the padded sample in scratch.
     float *sums = scratch + (long)g->C * Hp * Wp;
     memset(sums, 0, sizeof(float) * (size_t)((long)g->C * KH * Opad * KW * 16));
@@ -450,7 +525,9 @@ static void LFP_SUFFIX(weight_map_rows)(const float *x, const float *dy, float *
                     const float *xc = xs + (long)c * Hp * Wp;
                     float *s = sums + (((long)c * KH + ki) * Opad + ob) * KW * 16;
                     const int channels = g->O - ob;
-                    if (KW == 5 && twoColumns) LFP_SUFFIX(weight_row_tile)(xc, dn + ob * P, s, g, Wp, ki, channels, 5, 2);
+                    if (KW == 5 && pairedTails) LFP_SUFFIX(weight_row_tile_paired)(xc, dn + ob * P, s, g, Wp, ki, channels, 5);
+                    else if (KW == 3 && pairedTails) LFP_SUFFIX(weight_row_tile_paired)(xc, dn + ob * P, s, g, Wp, ki, channels, 3);
+                    else if (KW == 5 && twoColumns) LFP_SUFFIX(weight_row_tile)(xc, dn + ob * P, s, g, Wp, ki, channels, 5, 2);
                     else if (KW == 5) LFP_SUFFIX(weight_row_tile)(xc, dn + ob * P, s, g, Wp, ki, channels, 5, 1);
                     else if (twoColumns) LFP_SUFFIX(weight_row_tile)(xc, dn + ob * P, s, g, Wp, ki, channels, 3, 2);
                     else LFP_SUFFIX(weight_row_tile)(xc, dn + ob * P, s, g, Wp, ki, channels, 3, 1);
