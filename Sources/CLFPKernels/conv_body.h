@@ -150,21 +150,88 @@ LFP_INLINE void LFP_SUFFIX(row_tile)(const float *xs, const float *wp, const flo
                 lfp_store(y + gi * outPlane + (long)(oy + a) * g->OW + (cc ? col1 : 0), acc[gi * NV + a * NC + cc]);
 }
 
+// Row tile for output rows of 17-24 columns, where the tile above computes the 8-15 columns
+// its two vectors overlap twice (rows of 24: a quarter of its multiply-adds): per pair of
+// rows one vector at column 0 of each row and one holding the last 8 columns of both (two
+// 8-float halves). G output channels x NP pairs of rows, 3 * G * NP <= 24 accumulators.
+// Columns below 16 in the halves get the same sums, in the same order, as in the full
+// vectors, so their stores rewrite equal values. Padding rows are skipped as above.
+LFP_INLINE void LFP_SUFFIX(row_tile_paired)(const float *xs, const float *wp, const float *b, float *y,
+                                            const lfp_conv_geometry *g, int Hp, int Wp, int Opad, int channels,
+                                            int oy, int G, int NP) {
+    const int NV = 3 * NP, col2 = g->OW - 8, NR = 2 * NP;
+    v16 acc[24];
+    for (int gi = 0; gi < G; gi++)
+        for (int v = 0; v < NV; v++) acc[gi * NV + v] = b[gi];
+    const long plane = (long)Hp * Wp;
+    const int kiFirst = g->PH - oy - (NR - 1) > 0 ? g->PH - oy - (NR - 1) : 0;
+    const int kiEnd = g->PH + g->H - oy < g->KH ? g->PH + g->H - oy : g->KH;
+    for (int c = 0; c < g->C; c++)
+        for (int ki = kiFirst; ki < kiEnd; ki++) {
+            const float *row = xs + c * plane + (long)(oy + ki) * Wp;
+            const float *wk = wp + (long)(c * g->KH + ki) * g->KW * Opad;
+            for (int kj = 0; kj < g->KW; kj++) {
+                v16 xv[12];
+                for (int p = 0; p < NP; p++) {
+                    const float *r0 = row + (long)(2 * p) * Wp + kj, *r1 = r0 + Wp;
+                    xv[3 * p] = lfp_load(r0);
+                    xv[3 * p + 1] = lfp_load(r1);
+                    xv[3 * p + 2] = __builtin_shufflevector((v8)(*(const v8u *)(r0 + col2)), (v8)(*(const v8u *)(r1 + col2)),
+                                                            0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+                }
+                for (int gi = 0; gi < G; gi++) {
+                    const v16 w = wk[(long)kj * Opad + gi];
+                    for (int v = 0; v < NV; v++) acc[gi * NV + v] += xv[v] * w;
+                }
+            }
+        }
+    const long outPlane = (long)g->OH * g->OW;
+    for (int gi = 0; gi < G && gi < channels; gi++)
+        for (int p = 0; p < NP; p++) {
+            float *y0 = y + gi * outPlane + (long)(oy + 2 * p) * g->OW, *y1 = y0 + g->OW;
+            const v16 tail = acc[gi * NV + 3 * p + 2];
+            lfp_store(y0, acc[gi * NV + 3 * p]);
+            lfp_store(y1, acc[gi * NV + 3 * p + 1]);
+            *(v8u *)(y0 + col2) = __builtin_shufflevector(tail, tail, 0, 1, 2, 3, 4, 5, 6, 7);
+            *(v8u *)(y1 + col2) = __builtin_shufflevector(tail, tail, 8, 9, 10, 11, 12, 13, 14, 15);
+        }
+}
+
 static void LFP_SUFFIX(forward_rows)(const float *x, const float *wp, const float *bias, float *y,
                                      int n0, int n1, const lfp_conv_geometry *g, float *scratch) {
     const int Hp = g->H + 2 * g->PH, Wp = g->W + 2 * g->PW, Opad = lfp_conv_padded_channels(g->O);
     const long inSize = (long)g->C * g->H * g->W, outSize = (long)g->O * g->OH * g->OW, outPlane = (long)g->OH * g->OW;
-    const int twoColumns = g->OW > 16;
+    const int twoColumns = g->OW > 16, pairedTails = g->OW > 16 && g->OW <= 24;
     for (int n = n0; n < n1; n++) {
         const float *xs = lfp_padded_sample(x + n * inSize, g->C, g->H, g->W, g->PH, g->PW, scratch);
         for (int ob = 0; ob < g->O;) {
-            // Channel groups of 8 (2 column vectors per row), 4 and 3 (2 rows), 2 and 1 (4 rows):
-            // 8-16 accumulators. A group of 5-7 runs as 8 with the packed weights' zero columns.
+            // Channel groups of 8, 4, 3, 2 and 1; a group of 5-7 runs as 8 with the packed
+            // weights' zero columns.
             const int left = g->O - ob, G = left >= 5 ? 8 : left;
-            const int NR = G >= 8 ? 1 : G >= 3 ? 2 : 4;
             float b[8] = {0};
             if (bias) for (int o = 0; o < G && o < left; o++) b[o] = bias[ob + o];
             float *out = y + n * outSize + ob * outPlane;
+            // Rows of 17-24 columns: pairs of rows, 8 channels x 1 pair, 3-4 x 2, 1-2 x 4
+            // (12-24 accumulators).
+            const int NP = G >= 8 ? 1 : G >= 3 ? 2 : 4;
+            if (pairedTails && g->OH >= 2 * NP) {
+                for (int r = 0; r < g->OH; r += 2 * NP) {
+                    // The last tile moves up to end at the last row (rows computed twice are equal).
+                    const int oy = r + 2 * NP <= g->OH ? r : g->OH - 2 * NP;
+                    switch (G * 8 + NP) {
+#define LFP_PAIRS(GG, PP)                                                                                             \
+    case GG * 8 + PP: LFP_SUFFIX(row_tile_paired)(xs, wp + ob, b, out, g, Hp, Wp, Opad, left, oy, GG, PP); break;
+                        LFP_PAIRS(8, 1) LFP_PAIRS(4, 2) LFP_PAIRS(3, 2) LFP_PAIRS(2, 4) LFP_PAIRS(1, 4)
+#undef LFP_PAIRS
+                        default: break;
+                    }
+                }
+                ob += G;
+                continue;
+            }
+            // Otherwise 8 channels x 1 row (2 column vectors per row), 3-4 x 2 rows, 1-2 x 4 rows:
+            // 8-16 accumulators.
+            const int NR = G >= 8 ? 1 : G >= 3 ? 2 : 4;
             for (int r = 0; r < g->OH; r += NR) {
                 // The last tile moves up to end at the last row (rows computed twice are equal).
                 const int oy = r + NR <= g->OH ? r : g->OH - NR;

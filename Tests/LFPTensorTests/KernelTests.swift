@@ -278,13 +278,16 @@ func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: 
         Case(n: 18, c: 1, h: 17, w: 30, o: 4, kh: 5, kw: 5, sh: 1, sw: 1, ph: 2, pw: 2, dh: 1, dw: 1),
         Case(n: 35, c: 3, h: 12, w: 20, o: 1, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1, dh: 1, dw: 1),
         Case(n: 20, c: 2, h: 10, w: 9, o: 1, kh: 3, kw: 3, sh: 1, sw: 1, ph: 1, pw: 1, dh: 1, dw: 1),
-        // Weight-map row tiles with paired tails (AVX-512; rows of 17-24 columns: the last 8
-        // columns of two rows in one vector): the 1-channel LeNet layer (rows of 24, none
-        // masked; 6 output channels, a group of 4 and one of 2), and 2 input channels, 3x3,
-        // rows of 21 (3 of each half masked) and 7 rows (the odd last row alone). The 23x22 case
-        // above has rows of 18 and 19 rows.
+        // Row tiles with paired tails (AVX-512; rows of 17-24 columns: the last 8 columns of two
+        // rows in one vector), forward and weight map: the 1-channel LeNet layer (rows of 24;
+        // 6 output channels: forward as a group of 8, weight map as groups of 4 and 2); 2 input
+        // channels, 3x3, rows of 21 (weight map: 3 lanes of each half masked) and 7 rows (the
+        // odd last row: forward tile moved up, weight map's row alone), its input map to 2
+        // channels (4 pairs of rows); 4 output channels (2 pairs of rows). The 23x22 case above
+        // has rows of 18 and 19 rows, the 16x24 one 3 channels on rows of 22.
         Case(n: 3, c: 1, h: 28, w: 28, o: 6, kh: 5, kw: 5, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1),
         Case(n: 2, c: 2, h: 9, w: 23, o: 5, kh: 3, kw: 3, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1),
+        Case(n: 2, c: 1, h: 20, w: 20, o: 4, kh: 3, kw: 3, sh: 1, sw: 1, ph: 0, pw: 0, dh: 1, dw: 1),
     ]
 
     @Test(arguments: cases)
