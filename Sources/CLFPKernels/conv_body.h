@@ -117,11 +117,17 @@ LFP_INLINE void LFP_SUFFIX(forward_tile)(const float *xb, const float *wr, const
 // unaligned input vector per row and column start and G broadcast weights, G*NR*NC <= 16
 // accumulators. Stride 1, dilation 1; xs is the (padded) sample, whose padding rows are
 // skipped where every row of the tile would read them.
+//
+// With `paired` (rows of 17-24 columns, where the two vectors overlap in 8-15 columns: a
+// quarter of the multiply-adds computed twice for rows of 24), NR is even and each pair of
+// rows takes three vectors: one at column 0 of each row and one holding the last 8 columns
+// of both (two 8-float halves), G * 3 * NR / 2 <= 24 accumulators. Columns below 16 in the
+// halves get the same sums, in the same order, as in the full vectors.
 LFP_INLINE void LFP_SUFFIX(row_tile)(const float *xs, const float *wp, const float *b, float *y,
                                      const lfp_conv_geometry *g, int Hp, int Wp, int Opad, int channels,
-                                     int oy, int G, int NR, int NC) {
-    const int NV = NR * NC, col1 = g->OW - 16;
-    v16 acc[16];
+                                     int oy, int G, int NR, int NC, int paired) {
+    const int NV = paired ? 3 * NR / 2 : NR * NC, col1 = g->OW - 16, col2 = g->OW - 8;
+    v16 acc[24];
     for (int gi = 0; gi < G; gi++)
         for (int v = 0; v < NV; v++) acc[gi * NV + v] = b[gi];
     const long plane = (long)Hp * Wp;
@@ -135,8 +141,17 @@ LFP_INLINE void LFP_SUFFIX(row_tile)(const float *xs, const float *wp, const flo
             const float *wk = wp + (long)(c * g->KH + ki) * g->KW * Opad;
             for (int kj = 0; kj < g->KW; kj++) {
                 v16 xv[16];
-                for (int a = 0; a < NR; a++)
-                    for (int cc = 0; cc < NC; cc++) xv[a * NC + cc] = lfp_load(row + (long)a * Wp + (cc ? col1 : 0) + kj);
+                if (paired)
+                    for (int p = 0; p < NR / 2; p++) {
+                        const float *r0 = row + (long)(2 * p) * Wp + kj, *r1 = r0 + Wp;
+                        xv[3 * p] = lfp_load(r0);
+                        xv[3 * p + 1] = lfp_load(r1);
+                        xv[3 * p + 2] = __builtin_shufflevector((v8)(*(const v8u *)(r0 + col2)), (v8)(*(const v8u *)(r1 + col2)),
+                                                                0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+                    }
+                else
+                    for (int a = 0; a < NR; a++)
+                        for (int cc = 0; cc < NC; cc++) xv[a * NC + cc] = lfp_load(row + (long)a * Wp + (cc ? col1 : 0) + kj);
                 for (int gi = 0; gi < G; gi++) {
                     const v16 w = wk[(long)kj * Opad + gi];
                     for (int v = 0; v < NV; v++) acc[gi * NV + v] += xv[v] * w;
@@ -144,57 +159,21 @@ LFP_INLINE void LFP_SUFFIX(row_tile)(const float *xs, const float *wp, const flo
             }
         }
     const long outPlane = (long)g->OH * g->OW;
-    for (int gi = 0; gi < G && gi < channels; gi++)
-        for (int a = 0; a < NR; a++)
-            for (int cc = 0; cc < NC; cc++)
-                lfp_store(y + gi * outPlane + (long)(oy + a) * g->OW + (cc ? col1 : 0), acc[gi * NV + a * NC + cc]);
-}
-
-// Row tile for output rows of 17-24 columns, where the tile above computes the 8-15 columns
-// its two vectors overlap twice (rows of 24: a quarter of its multiply-adds): per pair of
-// rows one vector at column 0 of each row and one holding the last 8 columns of both (two
-// 8-float halves). G output channels x NP pairs of rows, 3 * G * NP <= 24 accumulators.
-// Columns below 16 in the halves get the same sums, in the same order, as in the full
-// vectors, so their stores rewrite equal values. Padding rows are skipped as above.
-LFP_INLINE void LFP_SUFFIX(row_tile_paired)(const float *xs, const float *wp, const float *b, float *y,
-                                            const lfp_conv_geometry *g, int Hp, int Wp, int Opad, int channels,
-                                            int oy, int G, int NP) {
-    const int NV = 3 * NP, col2 = g->OW - 8, NR = 2 * NP;
-    v16 acc[24];
-    for (int gi = 0; gi < G; gi++)
-        for (int v = 0; v < NV; v++) acc[gi * NV + v] = b[gi];
-    const long plane = (long)Hp * Wp;
-    const int kiFirst = g->PH - oy - (NR - 1) > 0 ? g->PH - oy - (NR - 1) : 0;
-    const int kiEnd = g->PH + g->H - oy < g->KH ? g->PH + g->H - oy : g->KH;
-    for (int c = 0; c < g->C; c++)
-        for (int ki = kiFirst; ki < kiEnd; ki++) {
-            const float *row = xs + c * plane + (long)(oy + ki) * Wp;
-            const float *wk = wp + (long)(c * g->KH + ki) * g->KW * Opad;
-            for (int kj = 0; kj < g->KW; kj++) {
-                v16 xv[12];
-                for (int p = 0; p < NP; p++) {
-                    const float *r0 = row + (long)(2 * p) * Wp + kj, *r1 = r0 + Wp;
-                    xv[3 * p] = lfp_load(r0);
-                    xv[3 * p + 1] = lfp_load(r1);
-                    xv[3 * p + 2] = __builtin_shufflevector((v8)(*(const v8u *)(r0 + col2)), (v8)(*(const v8u *)(r1 + col2)),
-                                                            0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-                }
-                for (int gi = 0; gi < G; gi++) {
-                    const v16 w = wk[(long)kj * Opad + gi];
-                    for (int v = 0; v < NV; v++) acc[gi * NV + v] += xv[v] * w;
-                }
+    for (int gi = 0; gi < G && gi < channels; gi++) {
+        float *out = y + gi * outPlane + (long)oy * g->OW;
+        const v16 *r = acc + gi * NV;
+        if (paired)
+            for (int p = 0; p < NR / 2; p++) {
+                float *y0 = out + (long)(2 * p) * g->OW, *y1 = y0 + g->OW;
+                lfp_store(y0, r[3 * p]);
+                lfp_store(y1, r[3 * p + 1]);
+                *(v8u *)(y0 + col2) = __builtin_shufflevector(r[3 * p + 2], r[3 * p + 2], 0, 1, 2, 3, 4, 5, 6, 7);
+                *(v8u *)(y1 + col2) = __builtin_shufflevector(r[3 * p + 2], r[3 * p + 2], 8, 9, 10, 11, 12, 13, 14, 15);
             }
-        }
-    const long outPlane = (long)g->OH * g->OW;
-    for (int gi = 0; gi < G && gi < channels; gi++)
-        for (int p = 0; p < NP; p++) {
-            float *y0 = y + gi * outPlane + (long)(oy + 2 * p) * g->OW, *y1 = y0 + g->OW;
-            const v16 tail = acc[gi * NV + 3 * p + 2];
-            lfp_store(y0, acc[gi * NV + 3 * p]);
-            lfp_store(y1, acc[gi * NV + 3 * p + 1]);
-            *(v8u *)(y0 + col2) = __builtin_shufflevector(tail, tail, 0, 1, 2, 3, 4, 5, 6, 7);
-            *(v8u *)(y1 + col2) = __builtin_shufflevector(tail, tail, 8, 9, 10, 11, 12, 13, 14, 15);
-        }
+        else
+            for (int a = 0; a < NR; a++)
+                for (int cc = 0; cc < NC; cc++) lfp_store(out + (long)a * g->OW + (cc ? col1 : 0), r[a * NC + cc]);
+    }
 }
 
 static void LFP_SUFFIX(forward_rows)(const float *x, const float *wp, const float *bias, float *y,
@@ -205,41 +184,26 @@ static void LFP_SUFFIX(forward_rows)(const float *x, const float *wp, const floa
     for (int n = n0; n < n1; n++) {
         const float *xs = lfp_padded_sample(x + n * inSize, g->C, g->H, g->W, g->PH, g->PW, scratch);
         for (int ob = 0; ob < g->O;) {
-            // Channel groups of 8, 4, 3, 2 and 1; a group of 5-7 runs as 8 with the packed
-            // weights' zero columns.
+            // Channel groups of 8, 4, 3, 2 and 1 (a group of 5-7 runs as 8 with the packed
+            // weights' zero columns) x 1, 2 or 4 rows: 8-16 accumulators; with paired tails
+            // 2, 4 or 8 rows: 12-24.
             const int left = g->O - ob, G = left >= 5 ? 8 : left;
+            const int paired = pairedTails && g->OH >= 2 * (G >= 8 ? 1 : G >= 3 ? 2 : 4);
+            const int NR = (G >= 8 ? 1 : G >= 3 ? 2 : 4) * (paired ? 2 : 1);
             float b[8] = {0};
             if (bias) for (int o = 0; o < G && o < left; o++) b[o] = bias[ob + o];
             float *out = y + n * outSize + ob * outPlane;
-            // Rows of 17-24 columns: pairs of rows, 8 channels x 1 pair, 3-4 x 2, 1-2 x 4
-            // (12-24 accumulators).
-            const int NP = G >= 8 ? 1 : G >= 3 ? 2 : 4;
-            if (pairedTails && g->OH >= 2 * NP) {
-                for (int r = 0; r < g->OH; r += 2 * NP) {
-                    // The last tile moves up to end at the last row (rows computed twice are equal).
-                    const int oy = r + 2 * NP <= g->OH ? r : g->OH - 2 * NP;
-                    switch (G * 8 + NP) {
-#define LFP_PAIRS(GG, PP)                                                                                             \
-    case GG * 8 + PP: LFP_SUFFIX(row_tile_paired)(xs, wp + ob, b, out, g, Hp, Wp, Opad, left, oy, GG, PP); break;
-                        LFP_PAIRS(8, 1) LFP_PAIRS(4, 2) LFP_PAIRS(3, 2) LFP_PAIRS(2, 4) LFP_PAIRS(1, 4)
-#undef LFP_PAIRS
-                        default: break;
-                    }
-                }
-                ob += G;
-                continue;
-            }
-            // Otherwise 8 channels x 1 row (2 column vectors per row), 3-4 x 2 rows, 1-2 x 4 rows:
-            // 8-16 accumulators.
-            const int NR = G >= 8 ? 1 : G >= 3 ? 2 : 4;
             for (int r = 0; r < g->OH; r += NR) {
                 // The last tile moves up to end at the last row (rows computed twice are equal).
                 const int oy = r + NR <= g->OH ? r : g->OH - NR;
-                switch (G * 8 + NR) {
+                switch ((G * 16 + NR) * 2 + paired) {
 #define LFP_ROWS(GG, RR)                                                                                              \
-    case GG * 8 + RR:                                                                                                 \
-        if (twoColumns) LFP_SUFFIX(row_tile)(xs, wp + ob, b, out, g, Hp, Wp, Opad, left, oy, GG, RR, 2);             \
-        else LFP_SUFFIX(row_tile)(xs, wp + ob, b, out, g, Hp, Wp, Opad, left, oy, GG, RR, 1);                        \
+    case (GG * 16 + RR) * 2:                                                                                          \
+        if (twoColumns) LFP_SUFFIX(row_tile)(xs, wp + ob, b, out, g, Hp, Wp, Opad, left, oy, GG, RR, 2, 0);          \
+        else LFP_SUFFIX(row_tile)(xs, wp + ob, b, out, g, Hp, Wp, Opad, left, oy, GG, RR, 1, 0);                     \
+        break;                                                                                                        \
+    case (GG * 16 + 2 * RR) * 2 + 1:                                                                                  \
+        LFP_SUFFIX(row_tile)(xs, wp + ob, b, out, g, Hp, Wp, Opad, left, oy, GG, 2 * RR, 2, 1);                      \
         break;
                     LFP_ROWS(8, 1) LFP_ROWS(4, 2) LFP_ROWS(3, 2) LFP_ROWS(2, 4) LFP_ROWS(1, 4)
 #undef LFP_ROWS
@@ -463,50 +427,30 @@ LFP_INLINE void LFP_SUFFIX(weight_tile)(const float *xc, const float *dyT, float
 // give 4*KW multiply-adds. NC = 2 column vectors start at 0 and OW - 16; in the second, the
 // lanes the first already covered are zeroed in the output signal. The 16-lane sums are added
 // to sums[(o * KW + kj) * 16] (reduced once per range of samples). KW and NC are compile-time.
-LFP_INLINE void LFP_SUFFIX(weight_row_tile)(const float *xc, const float *dyo, float *sums,
-                                            const lfp_conv_geometry *g, int Wp, int ki, int channels, int KW, int NC) {
-    const int col1 = g->OW - 16;
-    const long P = (long)g->OH * g->OW;
-    v16 mask;
-    for (int l = 0; l < 16; l++) mask[l] = l >= 16 - col1 ? 1.0f : 0.0f;
-    const float *d[4];
-    for (int o = 0; o < 4; o++) d[o] = dyo + (o < channels ? o : 0) * P;
-    const v16 keep[4] = {1, channels > 1 ? 1 : 0, channels > 2 ? 1 : 0, channels > 3 ? 1 : 0};
-    v16 a[4 * 5];
+//
+// With `paired` (rows of 17-24 columns, where the second vector leaves 8-15 of its 16 lanes
+// masked: a quarter of the multiply-adds for rows of 24), rows go in pairs: the vector at
+// column 0 of each, and one vector holding the last 8 columns of both (two 8-float halves,
+// lanes of columns below 16 masked); an odd last row takes the two vectors.
+
+/// One output row's vector at column `col` (output-signal lanes zeroed by `mask` if `masked`).
+LFP_INLINE void LFP_SUFFIX(weight_row_vector)(const float *xr, const float *const *d, long at, int col, v16 mask,
+                                              int masked, v16 *a, int KW) {
+    v16 xv[5];
 #pragma clang loop unroll(full)
-    for (int i = 0; i < 4 * KW; i++) a[i] = 0;
-    for (int oy = 0; oy < g->OH; oy++) {
-        const float *xr = xc + (long)(oy + ki) * Wp;
-        const long at = (long)oy * g->OW;
+    for (int kj = 0; kj < KW; kj++) xv[kj] = lfp_load(xr + col + kj);
 #pragma clang loop unroll(full)
-        for (int cc = 0; cc < NC; cc++) {
-            const int col = cc ? col1 : 0;
-            v16 xv[5];
+    for (int o = 0; o < 4; o++) {
+        v16 dv = lfp_load(d[o] + at + col);
+        if (masked) dv *= mask;
 #pragma clang loop unroll(full)
-            for (int kj = 0; kj < KW; kj++) xv[kj] = lfp_load(xr + col + kj);
-#pragma clang loop unroll(full)
-            for (int o = 0; o < 4; o++) {
-                v16 dv = lfp_load(d[o] + at + col);
-                if (cc) dv *= mask;
-#pragma clang loop unroll(full)
-                for (int kj = 0; kj < KW; kj++) a[o * KW + kj] += dv * xv[kj];
-            }
-        }
+        for (int kj = 0; kj < KW; kj++) a[o * KW + kj] += dv * xv[kj];
     }
-#pragma clang loop unroll(full)
-    for (int o = 0; o < 4; o++)
-#pragma clang loop unroll(full)
-        for (int kj = 0; kj < KW; kj++)
-            lfp_store(sums + 16 * (o * KW + kj), lfp_load(sums + 16 * (o * KW + kj)) + a[o * KW + kj] * keep[o]);
 }
 
-// The weight-map row tile for output rows of 17-24 columns, where the tile above leaves 8-15
-// of its second vector's 16 lanes masked (rows of 24: a quarter of its multiply-adds): one
-// vector at column 0 of each row, and one vector holding the last 8 columns of two rows (two
-// 8-float halves, lanes of columns below 16 masked). Rows in pairs; an odd last row takes the
-// masked second vector. KW is compile-time.
-LFP_INLINE void LFP_SUFFIX(weight_row_tile_paired)(const float *xc, const float *dyo, float *sums,
-                                                   const lfp_conv_geometry *g, int Wp, int ki, int channels, int KW) {
+LFP_INLINE void LFP_SUFFIX(weight_row_tile)(const float *xc, const float *dyo, float *sums,
+                                            const lfp_conv_geometry *g, int Wp, int ki, int channels, int KW, int NC,
+                                            int paired) {
     const int col1 = g->OW - 16, col2 = g->OW - 8;
     const long P = (long)g->OH * g->OW;
     v16 mask, halfMask;
@@ -521,52 +465,31 @@ LFP_INLINE void LFP_SUFFIX(weight_row_tile_paired)(const float *xc, const float 
 #pragma clang loop unroll(full)
     for (int i = 0; i < 4 * KW; i++) a[i] = 0;
     int oy = 0;
-    for (; oy + 1 < g->OH; oy += 2) {
-        const float *xr = xc + (long)(oy + ki) * Wp;
-        const long at = (long)oy * g->OW;
-#pragma clang loop unroll(full)
-        for (int rr = 0; rr < 2; rr++) {
+    if (paired)
+        for (; oy + 1 < g->OH; oy += 2) {
+            const float *xr = xc + (long)(oy + ki) * Wp;
+            const long at = (long)oy * g->OW;
+            LFP_SUFFIX(weight_row_vector)(xr, d, at, 0, mask, 0, a, KW);
+            LFP_SUFFIX(weight_row_vector)(xr + Wp, d, at + g->OW, 0, mask, 0, a, KW);
             v16 xv[5];
 #pragma clang loop unroll(full)
-            for (int kj = 0; kj < KW; kj++) xv[kj] = lfp_load(xr + rr * Wp + kj);
+            for (int kj = 0; kj < KW; kj++)
+                xv[kj] = __builtin_shufflevector((v8)(*(const v8u *)(xr + col2 + kj)), (v8)(*(const v8u *)(xr + Wp + col2 + kj)),
+                                                 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
 #pragma clang loop unroll(full)
             for (int o = 0; o < 4; o++) {
-                const v16 dv = lfp_load(d[o] + at + rr * g->OW);
+                v16 dv = __builtin_shufflevector((v8)(*(const v8u *)(d[o] + at + col2)), (v8)(*(const v8u *)(d[o] + at + g->OW + col2)),
+                                                 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+                if (col2 < 16) dv *= halfMask;
 #pragma clang loop unroll(full)
                 for (int kj = 0; kj < KW; kj++) a[o * KW + kj] += dv * xv[kj];
             }
         }
-        v16 xv[5];
-#pragma clang loop unroll(full)
-        for (int kj = 0; kj < KW; kj++)
-            xv[kj] = __builtin_shufflevector((v8)(*(const v8u *)(xr + col2 + kj)), (v8)(*(const v8u *)(xr + Wp + col2 + kj)),
-                                             0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-#pragma clang loop unroll(full)
-        for (int o = 0; o < 4; o++) {
-            v16 dv = __builtin_shufflevector((v8)(*(const v8u *)(d[o] + at + col2)), (v8)(*(const v8u *)(d[o] + at + g->OW + col2)),
-                                             0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-            if (col2 < 16) dv *= halfMask;
-#pragma clang loop unroll(full)
-            for (int kj = 0; kj < KW; kj++) a[o * KW + kj] += dv * xv[kj];
-        }
-    }
-    if (oy < g->OH) {
+    for (; oy < g->OH; oy++) {
         const float *xr = xc + (long)(oy + ki) * Wp;
         const long at = (long)oy * g->OW;
 #pragma clang loop unroll(full)
-        for (int cc = 0; cc < 2; cc++) {
-            const int col = cc ? col1 : 0;
-            v16 xv[5];
-#pragma clang loop unroll(full)
-            for (int kj = 0; kj < KW; kj++) xv[kj] = lfp_load(xr + col + kj);
-#pragma clang loop unroll(full)
-            for (int o = 0; o < 4; o++) {
-                v16 dv = lfp_load(d[o] + at + col);
-                if (cc) dv *= mask;
-#pragma clang loop unroll(full)
-                for (int kj = 0; kj < KW; kj++) a[o * KW + kj] += dv * xv[kj];
-            }
-        }
+        for (int cc = 0; cc < NC; cc++) LFP_SUFFIX(weight_row_vector)(xr, d, at, cc ? col1 : 0, mask, cc, a, KW);
     }
 #pragma clang loop unroll(full)
     for (int o = 0; o < 4; o++)
@@ -592,12 +515,12 @@ static void LFP_SUFFIX(weight_map_rows)(const float *x, const float *dy, float *
                     const float *xc = xs + (long)c * Hp * Wp;
                     float *s = sums + (((long)c * KH + ki) * Opad + ob) * KW * 16;
                     const int channels = g->O - ob;
-                    if (KW == 5 && pairedTails) LFP_SUFFIX(weight_row_tile_paired)(xc, dn + ob * P, s, g, Wp, ki, channels, 5);
-                    else if (KW == 3 && pairedTails) LFP_SUFFIX(weight_row_tile_paired)(xc, dn + ob * P, s, g, Wp, ki, channels, 3);
-                    else if (KW == 5 && twoColumns) LFP_SUFFIX(weight_row_tile)(xc, dn + ob * P, s, g, Wp, ki, channels, 5, 2);
-                    else if (KW == 5) LFP_SUFFIX(weight_row_tile)(xc, dn + ob * P, s, g, Wp, ki, channels, 5, 1);
-                    else if (twoColumns) LFP_SUFFIX(weight_row_tile)(xc, dn + ob * P, s, g, Wp, ki, channels, 3, 2);
-                    else LFP_SUFFIX(weight_row_tile)(xc, dn + ob * P, s, g, Wp, ki, channels, 3, 1);
+                    if (KW == 5 && pairedTails) LFP_SUFFIX(weight_row_tile)(xc, dn + ob * P, s, g, Wp, ki, channels, 5, 2, 1);
+                    else if (KW == 3 && pairedTails) LFP_SUFFIX(weight_row_tile)(xc, dn + ob * P, s, g, Wp, ki, channels, 3, 2, 1);
+                    else if (KW == 5 && twoColumns) LFP_SUFFIX(weight_row_tile)(xc, dn + ob * P, s, g, Wp, ki, channels, 5, 2, 0);
+                    else if (KW == 5) LFP_SUFFIX(weight_row_tile)(xc, dn + ob * P, s, g, Wp, ki, channels, 5, 1, 0);
+                    else if (twoColumns) LFP_SUFFIX(weight_row_tile)(xc, dn + ob * P, s, g, Wp, ki, channels, 3, 2, 0);
+                    else LFP_SUFFIX(weight_row_tile)(xc, dn + ob * P, s, g, Wp, ki, channels, 3, 1, 0);
                 }
     }
     for (int c = 0; c < g->C; c++)
