@@ -118,7 +118,8 @@ public enum BLAS {
     static let parallelGEMMWork = 1 << 24
 
     /// The same product as `gemm`, on the calling thread only: for kernels that are already
-    /// parallel (each of their workers calls this on its own data).
+    /// parallel (each of their workers calls this on its own data). The one place that calls
+    /// `cblas_sgemm`.
     @inlinable
     public static func serialGEMM(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
                                   alpha: Float, a: UnsafePointer<Float>, lda: Int,
