@@ -211,6 +211,21 @@ func runProcess(_ url: URL, _ arguments: [String], environment: [String: String]
         #expect(chosenJSON["openblas_thread_timeout"] as? Int == 20)
     }
 
+    /// `--threads` in a process of its own (in this process it would change the thread count
+    /// under the concurrently running command tests; see ResumeTests).
+    @Test func threadsOptionIsValidatedAndApplied() throws {
+        #expect(throws: (any Error).self) { try LFPCommand.parseAsRoot(["train", "--threads", "0"]) }
+        guard let lfp = lfpExecutable() else {
+            Issue.record("lfp executable not found next to the tests")
+            return
+        }
+        let dir = temporaryDirectory("threads")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let r = try runProcess(lfp, ["train", "--model", "toy", "--dataset", "blobs", "--epochs", "1", "--threads", "1", "--output", dir.path])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect((r.stdout + r.stderr).contains(" x1"), "the header names the thread count: \(r.stdout)")
+    }
+
     @Test func cliReportsErrorsWithNonZeroExit() throws {
         guard let lfp = lfpExecutable() else { return }
         let bad = try runProcess(lfp, ["train", "--model", "nope"])
@@ -222,6 +237,11 @@ func runProcess(_ url: URL, _ arguments: [String], environment: [String: String]
     }
 }
 
+/// The command tests run `lfp` in this process, concurrently: they must not pass `--threads`.
+/// The thread count is process-wide (`BLAS.setThreads`) and sets how kernels split their work
+/// (and so the order of partial sums), so one test's `--threads` would change the bits of
+/// another's run between its straight and resumed halves. The option itself is checked by
+/// parsing here and end to end in a separate process (`threadsOptionIsValidatedAndApplied`).
 @Suite struct ResumeTests {
     /// Metrics rows without the timing columns (seconds, samples/s).
     func metricsWithoutTiming(_ dir: URL) throws -> [String] {
@@ -235,7 +255,7 @@ func runProcess(_ url: URL, _ arguments: [String], environment: [String: String]
         let base = temporaryDirectory("resume")
         defer { try? FileManager.default.removeItem(at: base) }
         let common = ["train", "--model", "toy", "--dataset", "spirals", "--epochs", "3", "--batch-size", "32", "--lr", "0.01",
-                      "--dropout", "0.2", "--method", method, "--pretrain-steps", "30", "--optimizer", "sgd", "--quiet", "--threads", "2"]
+                      "--dropout", "0.2", "--method", method, "--pretrain-steps", "30", "--optimizer", "sgd", "--quiet"]
         let straight = base.appendingPathComponent("straight"), resumed = base.appendingPathComponent("resumed")
         try runLFP(common + ["--output", straight.path])
         // Stop twice: once mid-epoch, once exactly at an epoch boundary (50 batches per epoch).
@@ -253,7 +273,7 @@ func runProcess(_ url: URL, _ arguments: [String], environment: [String: String]
     @Test func adamStateRoundTripsThroughTheCheckpoint() throws {
         let base = temporaryDirectory("adam")
         defer { try? FileManager.default.removeItem(at: base) }
-        let common = ["train", "--model", "toy", "--dataset", "blobs", "--epochs", "2", "--optimizer", "adam", "--lr", "0.001", "--quiet", "--threads", "2"]
+        let common = ["train", "--model", "toy", "--dataset", "blobs", "--epochs", "2", "--optimizer", "adam", "--lr", "0.001", "--quiet"]
         try runLFP(common + ["--output", base.appendingPathComponent("a").path])
         #expect(throws: (any Error).self) { try runLFP(common + ["--output", base.appendingPathComponent("b").path, "--stop-after", "10"]) }
         try runLFP(["train", "--resume", base.appendingPathComponent("b").path, "--quiet"])
@@ -363,7 +383,7 @@ func runProcess(_ url: URL, _ arguments: [String], environment: [String: String]
         // A small spiking MLP on blobs (snn-mlp is in-1000-1000-C).
         let common = ["train", "--model", "snn-mlp", "--dataset", "blobs", "--epochs", "2", "--timesteps", "4", "--batch-size", "32",
                       "--train-limit", "128", "--test-limit", "64",
-                      "--optimizer", "adam", "--lr", "0.001", "--quiet", "--threads", "2"]
+                      "--optimizer", "adam", "--lr", "0.001", "--quiet"]
         try runLFP(common + ["--output", base.appendingPathComponent("lfp").path, "--backward-normalization", "--agc", "0.1"])
         let jsonl = try String(contentsOf: base.appendingPathComponent("lfp/metrics.jsonl"), encoding: .utf8).split(separator: "\n")
         let last = try JSONSerialization.jsonObject(with: Data(jsonl.last!.utf8)) as! [String: Any]
