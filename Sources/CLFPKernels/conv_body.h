@@ -187,9 +187,8 @@ static void LFP_SUFFIX(forward_rows)(const float *x, const float *wp, const floa
             // Channel groups of 8, 4, 3, 2 and 1 (a group of 5-7 runs as 8 with the packed
             // weights' zero columns) x 1, 2 or 4 rows: 8-16 accumulators; with paired tails
             // 2, 4 or 8 rows: 12-24.
-            const int left = g->O - ob, G = left >= 5 ? 8 : left;
-            const int paired = pairedTails && g->OH >= 2 * (G >= 8 ? 1 : G >= 3 ? 2 : 4);
-            const int NR = (G >= 8 ? 1 : G >= 3 ? 2 : 4) * (paired ? 2 : 1);
+            const int left = g->O - ob, G = left >= 5 ? 8 : left, rows = G >= 8 ? 1 : G >= 3 ? 2 : 4;
+            const int paired = pairedTails && g->OH >= 2 * rows, NR = paired ? 2 * rows : rows;
             float b[8] = {0};
             if (bias) for (int o = 0; o < G && o < left; o++) b[o] = bias[ob + o];
             float *out = y + n * outSize + ob * outPlane;

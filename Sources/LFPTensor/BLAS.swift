@@ -69,13 +69,12 @@ public enum BLAS {
     /// OpenBLAS thread each product (its threads share the packed operands but wait for each
     /// other inside every product, and were woken for each): `mlp3072` at batch 256, 8
     /// alternating pairs of `lfp bench step --method lfp,gradient`, LFP step 9.6-12.0 ms (mean
-    /// 10.4) against 10.0-14.0 ms (mean 11.7), faster in all 8 pairs.
+    /// 10.4) against 10.1-14.0 ms (mean 11.7), faster in all 8 pairs.
     ///
-    /// OpenBLAS's result depends on its thread count (0.3.21: a 32x1000x1000 product on
-    /// Cooperlake, a 500x300x40 one on Haswell differ in the last bits between 1 and 2
-    /// threads; below 358 K multiply-adds its AVX-512 "direct" kernel is chosen only when the
-    /// count is 1), and the count is process-wide: kept at 1, several trainings in one process
-    /// cannot change each other's bits. Results depend on `threads` through the block edges.
+    /// OpenBLAS's result depends on its thread count (0.3.21: 16x150x400 and 32x1000x1000
+    /// products on the Cooperlake kernels, 64x64x200 and 500x300x40 ones on Haswell's, differ
+    /// in the last bits between 1 and 2 threads), and the count is process-wide: kept at 1,
+    /// several trainings in one process cannot change each other's bits. Results depend on `threads` through the block edges.
     /// Accelerate threads its products itself.
     public static func gemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
                             alpha: Float, a: UnsafePointer<Float>, lda: Int,
