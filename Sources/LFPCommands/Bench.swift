@@ -98,7 +98,7 @@ public enum StepBench {
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure training-step speed.",
-        subcommands: [BenchStep.self, BenchAll.self, BenchConv.self])
+        subcommands: [BenchStep.self, BenchAll.self, BenchConv.self, BenchGEMM.self])
 }
 
 struct BenchStep: ParsableCommand {
@@ -299,6 +299,101 @@ struct BenchConv: ParsableCommand {
         print("|---|---|---|---|---|---|")
         for r in results {
             print("| \(r.shape) | \(r.map) | \(r.median_ms) | \(r.gflops) | \(r.roofline_gflops) | \(Int((r.roofline_fraction * 100).rounded())) % |")
+        }
+    }
+}
+
+/// Large products through `BLAS.gemm` with each of its kernels (`BLAS.GEMMKernel`), alternating
+/// product by product so that the machine's phases hit both alike.
+public enum GEMMBench {
+    /// A product `C [m, n] = op(A) op(B)` with depth k.
+    public struct Shape: Sendable {
+        public var name: String, m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool
+    }
+
+    /// The large products of a training step: `mlp3072`'s first layer at batch 256 (forward
+    /// `X W^T`, weight map `S^T X`) and its second (input map `S W`), and a square product.
+    public static let shapes = [
+        Shape(name: "mlp3072 fc1 forward X W^T", m: 256, n: 512, k: 3072, transposeA: false, transposeB: true),
+        Shape(name: "mlp3072 fc1 weight map S^T X", m: 512, n: 3072, k: 256, transposeA: true, transposeB: false),
+        Shape(name: "mlp3072 fc2 input map S W", m: 256, n: 512, k: 256, transposeA: false, transposeB: false),
+        Shape(name: "square 1024", m: 1024, n: 1024, k: 1024, transposeA: false, transposeB: false),
+    ]
+
+    /// One shape's result: median GFLOP/s of each kernel and the median of the per-round ratios.
+    public struct Result: Codable, Sendable {
+        public var shape: String
+        public var m: Int, n: Int, k: Int
+        public var blas_gflops: Double
+        public var library_gflops: Double
+        /// Median over rounds of (library rate / BLAS rate) of the two products of that round.
+        public var library_over_blas: Double
+    }
+
+    /// Times `rounds` alternating pairs (library, BLAS; the order flips every round) of `shape`
+    /// after 3 warm-up pairs.
+    public static func run(_ shape: Shape, rounds: Int) -> Result {
+        var rng = SeededRandom(seed: 3)
+        let a = Tensor.normal(shape.transposeA ? [shape.k, shape.m] : [shape.m, shape.k], rng: &rng)
+        let b = Tensor.normal(shape.transposeB ? [shape.n, shape.k] : [shape.k, shape.n], rng: &rng)
+        var c = [Float](repeating: 0, count: shape.m * shape.n)
+        let flop = 2.0 * Double(shape.m) * Double(shape.n) * Double(shape.k)
+        func rate(_ kernel: BLAS.GEMMKernel) -> Double {
+            a.storage.withUnsafeBufferPointer { pa in b.storage.withUnsafeBufferPointer { pb in c.withUnsafeMutableBufferPointer { pc in
+                let start = DispatchTime.now().uptimeNanoseconds
+                BLAS.gemm(transposeA: shape.transposeA, transposeB: shape.transposeB, m: shape.m, n: shape.n, k: shape.k, alpha: 1,
+                          a: pa.baseAddress!, lda: shape.transposeA ? shape.m : shape.k, b: pb.baseAddress!,
+                          ldb: shape.transposeB ? shape.k : shape.n, beta: 0, c: pc.baseAddress!, ldc: shape.n, kernel: kernel)
+                return flop / Double(DispatchTime.now().uptimeNanoseconds - start)
+            } } }
+        }
+        for _ in 0..<3 { _ = rate(.library); _ = rate(.blas) }
+        var library: [Double] = [], blas: [Double] = [], ratios: [Double] = []
+        for round in 0..<rounds {
+            let (l, o): (Double, Double)
+            if round % 2 == 0 { l = rate(.library); o = rate(.blas) } else { o = rate(.blas); l = rate(.library) }
+            library.append(l); blas.append(o); ratios.append(l / o)
+        }
+        func median(_ v: [Double]) -> Double { v.sorted()[v.count / 2] }
+        func round1(_ x: Double) -> Double { (x * 10).rounded() / 10 }
+        return Result(shape: shape.name, m: shape.m, n: shape.n, k: shape.k, blas_gflops: round1(median(blas)),
+                      library_gflops: round1(median(library)), library_over_blas: (median(ratios) * 100).rounded() / 100)
+    }
+}
+
+struct BenchGEMM: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gemm",
+        abstract: "The large products of a training step with the library's own sgemm against BLAS, alternating (GFLOP/s, medians).")
+
+    @Option(help: "Alternating pairs per shape.") var rounds = 40
+    @Option(help: "Threads (default: all cores).") var threads: Int?
+    @Flag(help: "Print JSON lines.") var json = false
+
+    mutating func validate() throws {
+        guard rounds >= 1 else { throw ValidationError("--rounds must be at least 1") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+    }
+
+    func run() throws {
+        if let threads { BLAS.setThreads(threads) }
+        let config = BLAS.configure()
+        if !json {
+            let library = !BLAS.libraryGEMMAvailable ? "not available here (it needs AVX-512 and OpenBLAS): both columns are BLAS"
+                : config.ownGEMM ? "AVX-512 kernel (gemm.c), in use" : "AVX-512 kernel (gemm.c), not in use (LFP_GEMM=blas)"
+            print("BLAS: \(config.backend) \(config.core); library sgemm: \(library); \(config.threads) threads, \(rounds) alternating pairs per shape\n")
+            print("| product | m x n x k | BLAS GFLOP/s | library GFLOP/s | library / BLAS (median of pairs) |")
+            print("|---|---|---|---|---|")
+        }
+        for shape in GEMMBench.shapes {
+            let r = GEMMBench.run(shape, rounds: rounds)
+            if json {
+                let e = JSONEncoder()
+                e.outputFormatting = [.sortedKeys]
+                print(String(decoding: try e.encode(r), as: UTF8.self))
+            } else {
+                print("| \(r.shape) | \(r.m) x \(r.n) x \(r.k) | \(r.blas_gflops) | \(r.library_gflops) | \(String(format: "%.2f", r.library_over_blas)) |")
+            }
         }
     }
 }

@@ -76,6 +76,14 @@ struct Doctor: ParsableCommand {
         if sizes.contains(where: { $0 < 1 || $0 > 8192 }) { throw ValidationError("--sizes must be between 1 and 8192") }
     }
 
+    /// Which routine runs the large products of `BLAS.gemm`, and how to change it.
+    static func gemmLine(_ config: BLAS.Configuration) -> String {
+        let large = "products of >= \(BLAS.parallelGEMMWork >> 20) M multiply-adds split into one block per thread"
+        if config.ownGEMM { return "\(large), each on the library's AVX-512 sgemm (gemm.c); smaller ones on \(config.backend) (LFP_GEMM=blas: \(config.backend) for all)" }
+        if BLAS.libraryGEMMAvailable { return "\(large), each on single-threaded \(config.backend) (LFP_GEMM=blas; unset it for the library's AVX-512 sgemm)" }
+        return config.backend == "OpenBLAS" ? "\(large), each on single-threaded OpenBLAS (the library's sgemm needs AVX-512)" : "\(config.backend), threaded by itself"
+    }
+
     func run() throws {
         if let threads { BLAS.setThreads(threads) }
         let config = BLAS.configure()
@@ -87,6 +95,7 @@ struct Doctor: ParsableCommand {
             if let timeout = config.idleThreadTimeout {
                 print("idle:    OpenBLAS threads spin 2^\(timeout == 0 ? 28 : timeout) cycles before they sleep (OPENBLAS_THREAD_TIMEOUT; lfp sets 4 when it is unset)")
             }
+            print("gemm:    \(Self.gemmLine(config))")
             print("conv:    direct kernels (\(Convolution.directKernelSet)) for up to 64 output channels, im2col + sgemm above")
             print("MPI:     \(Distributed.isAvailable ? "built in (run under mpirun for data-parallel training)" : "not built in (swift build --traits MPI)")")
         }
@@ -100,6 +109,8 @@ struct Doctor: ParsableCommand {
                 var backend: String
                 var core: String
                 var detected_core: String?
+                /// What runs products of at least 16 M multiply-adds: "library" (gemm.c) or "blas".
+                var large_products: String
                 var conv_kernels: String
                 var threads: Int
                 var openblas_thread_timeout: Int?
@@ -107,7 +118,7 @@ struct Doctor: ParsableCommand {
                 var sgemm: [SgemmMeasurement]
             }
             let report = Report(backend: config.backend, core: config.core, detected_core: config.detectedCore,
-                                conv_kernels: Convolution.directKernelSet, threads: config.threads,
+                                large_products: config.ownGEMM ? "library" : "blas", conv_kernels: Convolution.directKernelSet, threads: config.threads,
                                 openblas_thread_timeout: config.idleThreadTimeout, mpi: Distributed.isAvailable, sgemm: measurements)
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]

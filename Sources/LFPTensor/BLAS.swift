@@ -3,6 +3,7 @@ import Accelerate
 #elseif canImport(CBLAS)
 import CBLAS
 #endif
+import CLFPKernels
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -34,6 +35,9 @@ public enum BLAS {
         /// How long OpenBLAS's idle worker threads spin before they sleep, as log2 of cycles
         /// (`OPENBLAS_THREAD_TIMEOUT`; 0 = OpenBLAS's default, 2^28), or nil where BLAS does not say.
         public var idleThreadTimeout: Int? = nil
+        /// Whether the large products of `gemm` run the library's own AVX-512 sgemm (gemm.c)
+        /// instead of BLAS: on CPUs with AVX-512 under OpenBLAS, unless `LFP_GEMM=blas`.
+        public var ownGEMM = false
     }
 
     private static let state = ConfigurationState()
@@ -62,49 +66,99 @@ public enum BLAS {
     /// `C = alpha * op(A) * op(B) + beta * C`, row-major, on all `threads` cores for products
     /// of at least `parallelGEMMWork` multiply-adds.
     ///
-    /// With OpenBLAS, C is split into one block per worker (`Parallel`), and each worker runs a
-    /// single-threaded product on its block: blocks of columns where `n >= m` (every worker
+    /// With OpenBLAS, C of such a product is split into one block per worker (`Parallel`), and
+    /// each worker computes its block on its own: blocks of columns where `n >= m` (every worker
     /// packs op(A), the smaller operand), of rows otherwise, with edges on multiples of 16.
-    /// OpenBLAS itself runs single-threaded throughout the process. Measured against letting
-    /// OpenBLAS thread each product (its threads share the packed operands but wait for each
-    /// other inside every product, and were woken for each): `mlp3072` at batch 256, 8
-    /// alternating pairs of `lfp bench step --method lfp,gradient`, LFP step 9.6-12.0 ms (mean
-    /// 10.4) against 10.1-14.0 ms (mean 11.7), faster in all 8 pairs.
+    /// Measured against letting OpenBLAS thread each product (its threads share the packed
+    /// operands but wait for each other inside every product, and were woken for each):
+    /// `mlp3072` at batch 256, 8 alternating pairs of `lfp bench step --method lfp,gradient`,
+    /// LFP step 9.6-12.0 ms (mean 10.4) against 10.1-14.0 ms (mean 11.7), faster in all 8 pairs.
+    ///
+    /// A block runs the library's own AVX-512 sgemm (`lfp_sgemm`, gemm.c) where the CPU has
+    /// AVX-512 (`Configuration.ownGEMM`; `LFP_GEMM=blas` turns it off), single-threaded
+    /// OpenBLAS otherwise. Products below the threshold run OpenBLAS on the calling thread.
     ///
     /// OpenBLAS's result depends on its thread count (0.3.21: 16x150x400 and 32x1000x1000
     /// products on the Cooperlake kernels, 64x64x200 and 500x300x40 ones on Haswell's, differ
-    /// in the last bits between 1 and 2 threads), and the count is process-wide: kept at 1,
-    /// several trainings in one process cannot change each other's bits. Results depend on `threads` through the block edges.
+    /// in the last bits between 1 and 2 threads), and the count is process-wide: OpenBLAS runs
+    /// single-threaded throughout the process, so several trainings in one process cannot
+    /// change each other's bits. Results depend on `threads` through the block edges.
     /// Accelerate threads its products itself.
+    ///
+    /// `kernel` chooses the routine of the large products (nil: as configured); benchmarks and
+    /// tests compare the two with it. `.library` where the CPU lacks AVX-512 runs BLAS.
     public static func gemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
                             alpha: Float, a: UnsafePointer<Float>, lda: Int,
                             b: UnsafePointer<Float>, ldb: Int,
-                            beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+                            beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int, kernel: GEMMKernel? = nil) {
         if m == 0 || n == 0 { return }
-        let workers = threads
         #if !canImport(Accelerate)
-        if workers > 1 && m * n * max(k, 1) >= parallelGEMMWork {
-            let byColumns = n >= m, extent = byColumns ? n : m
-            // Block w is edge(w)..<edge(w + 1); the edges depend only on the extent and `workers`.
-            func edge(_ w: Int) -> Int { w == workers ? extent : min(extent, (extent * w / workers + 8) / 16 * 16) }
-            Parallel.chunks(workers, minimumWork: 1) { _, blocks in
-                for w in blocks {
-                    let lo = edge(w), hi = edge(w + 1)
-                    guard hi > lo else { continue }
-                    if byColumns {
-                        // Columns lo..<hi of op(B) are rows lo..<hi of B when it is transposed.
-                        serialGEMM(transposeA: transposeA, transposeB: transposeB, m: m, n: hi - lo, k: k, alpha: alpha, a: a, lda: lda,
-                                   b: transposeB ? b + lo * ldb : b + lo, ldb: ldb, beta: beta, c: c + lo, ldc: ldc)
-                    } else {
-                        // Rows lo..<hi of op(A) are columns lo..<hi of A when it is transposed.
-                        serialGEMM(transposeA: transposeA, transposeB: transposeB, m: hi - lo, n: n, k: k, alpha: alpha,
-                                   a: transposeA ? a + lo : a + lo * lda, lda: lda, b: b, ldb: ldb, beta: beta, c: c + lo * ldc, ldc: ldc)
+        if m * n * max(k, 1) >= parallelGEMMWork {
+            let chosen = kernel ?? (configuration.ownGEMM ? .library : .blas)
+            let workers = threads, own = chosen == .library && k > 0
+            if workers > 1 || own {
+                let byColumns = n >= m, extent = byColumns ? n : m
+                let scratchFloats = own ? Int(lfp_sgemm_scratch_floats()) : 0
+                var scratch = [Float](unsafeUninitializedCapacity: max(1, workers * scratchFloats)) { _, count in
+                    count = max(1, workers * scratchFloats)
+                }
+                // Block w is edge(w)..<edge(w + 1); the edges depend only on the extent and `workers`.
+                func edge(_ w: Int) -> Int { w == workers ? extent : min(extent, (extent * w / workers + 8) / 16 * 16) }
+                scratch.withUnsafeMutableBufferPointer { ps in
+                    let scratchBase = ps.baseAddress!
+                    Parallel.chunks(workers, minimumWork: 1) { _, blocks in
+                        for w in blocks {
+                            let lo = edge(w), hi = edge(w + 1)
+                            guard hi > lo else { continue }
+                            let blockScratch = scratchBase + w * scratchFloats
+                            if byColumns {
+                                // Columns lo..<hi of op(B) are rows lo..<hi of B when it is transposed.
+                                blockGEMM(own: own, scratch: blockScratch, transposeA: transposeA, transposeB: transposeB,
+                                          m: m, n: hi - lo, k: k, alpha: alpha, a: a, lda: lda,
+                                          b: transposeB ? b + lo * ldb : b + lo, ldb: ldb, beta: beta, c: c + lo, ldc: ldc)
+                            } else {
+                                // Rows lo..<hi of op(A) are columns lo..<hi of A when it is transposed.
+                                blockGEMM(own: own, scratch: blockScratch, transposeA: transposeA, transposeB: transposeB,
+                                          m: hi - lo, n: n, k: k, alpha: alpha, a: transposeA ? a + lo : a + lo * lda, lda: lda,
+                                          b: b, ldb: ldb, beta: beta, c: c + lo * ldc, ldc: ldc)
+                            }
+                        }
                     }
                 }
+                return
             }
-            return
         }
         #endif
+        serialGEMM(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
+                   b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+    }
+
+    /// Whether this CPU and build can run the library's own sgemm (AVX-512, with OpenBLAS).
+    public static var libraryGEMMAvailable: Bool {
+        #if canImport(Accelerate)
+        return false
+        #else
+        return lfp_kernels_best_isa() == 2
+        #endif
+    }
+
+    /// The routine of the large products of `gemm`.
+    public enum GEMMKernel: String, Sendable, CaseIterable {
+        /// BLAS (single-threaded OpenBLAS on each worker's block; Accelerate on macOS).
+        case blas
+        /// The library's own AVX-512 sgemm (gemm.c) on each worker's block.
+        case library
+    }
+
+    /// One block of a large product on the calling thread: the library's sgemm when `own`
+    /// (`scratch` holds `lfp_sgemm_scratch_floats()` floats), single-threaded BLAS otherwise.
+    static func blockGEMM(own: Bool, scratch: UnsafeMutablePointer<Float>, transposeA: Bool, transposeB: Bool,
+                          m: Int, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int,
+                          b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+        if own && lfp_sgemm(2, transposeA ? 1 : 0, transposeB ? 1 : 0, Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda),
+                            b, Int32(ldb), beta, c, Int32(ldc), scratch) != 0 {
+            return
+        }
         serialGEMM(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
                    b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
     }
@@ -114,7 +168,7 @@ public enum BLAS {
     /// layers threaded at 256 K spent 30 % of a step's samples in its spinning threads; with
     /// the split over the library's workers, 4 M and 1 M measured no different from 16 M on
     /// the MLP at batch 256, within this machine's noise.)
-    static let parallelGEMMWork = 1 << 24
+    public static let parallelGEMMWork = 1 << 24
 
     /// The same product as `gemm`, on the calling thread only: for kernels that are already
     /// parallel (each of their workers calls this on its own data). The one place that calls
@@ -181,6 +235,19 @@ public enum BLAS {
     public static func switchCore(to name: String) -> String {
         state.configureOnce()
         return state.switchCore(to: name)
+    }
+
+    /// Whether `LFP_GEMM` lets the large products run the library's own sgemm: unset, `auto`
+    /// or `lfp` = yes (where the CPU has AVX-512), `blas` = no (BLAS for every product). Any
+    /// other value is reported on standard error and taken as `auto`.
+    static func ownGEMMRequested(_ value: String?) -> Bool {
+        switch value?.lowercased() {
+        case nil, "", "auto", "lfp": return true
+        case "blas", "openblas": return false
+        case let other?:
+            FileHandle.standardError.write(Data("lfp: LFP_GEMM=\(other) is not one of auto, lfp, blas; using auto\n".utf8))
+            return true
+        }
     }
 
     /// Number of online processors.
@@ -250,7 +317,8 @@ private final class ConfigurationState: @unchecked Sendable {
         openblas_set_num_threads(1)
         if env["OPENBLAS_THREAD_TIMEOUT"] == nil { parkIdleOpenBLASThreads() }
         return BLAS.Configuration(backend: "OpenBLAS", core: core, detectedCore: replaced, threads: max(1, threads),
-                                  idleThreadTimeout: openBLASThreadTimeout())
+                                  idleThreadTimeout: openBLASThreadTimeout(),
+                                  ownGEMM: BLAS.libraryGEMMAvailable && BLAS.ownGEMMRequested(env["LFP_GEMM"]))
         #endif
     }
 

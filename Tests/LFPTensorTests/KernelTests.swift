@@ -151,6 +151,77 @@ func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: 
         #expect(mismatches == 0, "\(mismatches) of 200 serial products changed while large products ran")
     }
 
+    /// The library's own sgemm (gemm.c) against naive loops: shapes that end inside a
+    /// micro-tile (12 x 32) and a transpose block (16), cross the packed blocks (240 rows,
+    /// 1024 columns, depth 256: one, two and three depth blocks), depth 1, every transpose
+    /// pair, leading dimensions wider than the matrices (the padding must stay untouched),
+    /// and alpha / beta (beta 0 must overwrite NaN in C; beta 1 and 0.5 must read it).
+    @Test(arguments: [(1, 1, 1), (12, 32, 16), (13, 33, 17), (5, 100, 1), (241, 40, 40), (20, 1030, 30), (20, 40, 520), (37, 70, 257)],
+          [(false, false), (true, false), (false, true), (true, true)])
+    func librarySGEMMMatchesNaive(size: (Int, Int, Int), transpose: (Bool, Bool)) {
+        var rng = SeededRandom(seed: 11)
+        let (m, n, k) = size, (ta, tb) = transpose
+        // Row-major with 3 extra columns in every leading dimension.
+        let (aRows, aCols) = ta ? (k, m) : (m, k), (bRows, bCols) = tb ? (n, k) : (k, n)
+        let (lda, ldb, ldc) = (aCols + 3, bCols + 3, n + 3)
+        let a = (0..<(aRows * lda)).map { _ in rng.normal() }, b = (0..<(bRows * ldb)).map { _ in rng.normal() }
+        let c0 = (0..<(m * ldc)).map { _ in rng.normal() }
+        var product = [Double](repeating: 0, count: m * n)
+        for i in 0..<m { for p in 0..<k {
+            let av = Double(ta ? a[p * lda + i] : a[i * lda + p])
+            for j in 0..<n { product[i * n + j] += av * Double(tb ? b[j * ldb + p] : b[p * ldb + j]) }
+        } }
+        var scratch = [Float](repeating: 0, count: Int(lfp_sgemm_scratch_floats()))
+        for (alpha, beta) in [(Float(1), Float(0)), (1, 1), (-2, 0.5)] {
+            var c = c0
+            if beta == 0 { for i in 0..<m { for j in 0..<n { c[i * ldc + j] = .nan } } }
+            let ran = lfp_sgemm(lfp_kernels_best_isa(), ta ? 1 : 0, tb ? 1 : 0, Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb),
+                                beta, &c, Int32(ldc), &scratch)
+            guard lfp_kernels_best_isa() == 2 else {
+                // Without AVX-512 the kernel does not run (BLAS.gemm then uses BLAS) and leaves C alone.
+                #expect(ran == 0)
+                continue
+            }
+            #expect(ran == 1)
+            var got: [Float] = [], want: [Double] = []
+            for i in 0..<m {
+                for j in 0..<n {
+                    got.append(c[i * ldc + j])
+                    want.append(Double(alpha) * product[i * n + j] + (beta == 0 ? 0 : Double(beta) * Double(c0[i * ldc + j])))
+                }
+                for j in n..<ldc { #expect(c[i * ldc + j] == c0[i * ldc + j], "padding column \(j) of row \(i) written") }
+            }
+            expectClose(got, want, "lfp_sgemm \(size) \(transpose) alpha \(alpha) beta \(beta)")
+        }
+        // Depth 0: the kernel declines and leaves C alone (BLAS.gemm then has BLAS scale C by beta).
+        var c = c0
+        #expect(lfp_sgemm(lfp_kernels_best_isa(), 0, 0, Int32(m), Int32(n), 0, 1, a, Int32(lda), b, Int32(ldb), 0, &c, Int32(ldc), &scratch) == 0)
+        #expect(c == c0)
+    }
+
+    /// `BLAS.gemm` with each kernel on products large enough to be split, against naive loops.
+    @Test(arguments: BLAS.GEMMKernel.allCases)
+    func largeProductsMatchNaiveWithEitherKernel(kernel: BLAS.GEMMKernel) {
+        var rng = SeededRandom(seed: 12)
+        for (m, n, k, ta, tb) in [(256, 300, 260, false, true), (300, 250, 250, true, false)] {
+            #expect(m * n * k >= BLAS.parallelGEMMWork)
+            let a = Tensor.normal(ta ? [k, m] : [m, k], rng: &rng), b = Tensor.normal(tb ? [n, k] : [k, n], rng: &rng)
+            var c = [Float](repeating: .nan, count: m * n)
+            a.storage.withUnsafeBufferPointer { pa in b.storage.withUnsafeBufferPointer { pb in c.withUnsafeMutableBufferPointer { pc in
+                BLAS.gemm(transposeA: ta, transposeB: tb, m: m, n: n, k: k, alpha: 1, a: pa.baseAddress!, lda: ta ? m : k,
+                          b: pb.baseAddress!, ldb: tb ? k : n, beta: 0, c: pc.baseAddress!, ldc: n, kernel: kernel)
+            } } }
+            var expected = [Double](repeating: 0, count: m * n)  // flat loops: Naive.matmul is slow at this size
+            a.storage.withUnsafeBufferPointer { pa in b.storage.withUnsafeBufferPointer { pb in
+                for i in 0..<m { for p in 0..<k {
+                    let av = Double(ta ? pa[p * m + i] : pa[i * k + p])
+                    for j in 0..<n { expected[i * n + j] += av * Double(tb ? pb[j * k + p] : pb[p * n + j]) }
+                } }
+            } }
+            expectClose(c, expected, "\(kernel) \(m)x\(n)x\(k)")
+        }
+    }
+
     @Test func emptyMatmulIsZero() {
         let c = Tensor.matmul(Tensor(shape: [3, 0]), Tensor(shape: [0, 4]))
         #expect(c.shape == [3, 4] && c.storage.allSatisfy { $0 == 0 })

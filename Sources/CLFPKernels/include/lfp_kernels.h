@@ -97,4 +97,16 @@ void lfp_dense_pack_columns(const float *x, int K, int N, float *xp);
 /// columns k in [k0, k1) (callers split K over their workers).
 void lfp_dense_pack_rows(const float *x, int N, int K, int k0, int k1, float *xp);
 
+/// The library's own sgemm (gemm.c), for the large products of `BLAS.gemm`: row-major
+/// C = alpha op(A) op(B) + beta C with C [m, n], op(A) [m, k] (A^T when ta), op(B) [k, n]
+/// (B^T when tb), on the calling thread (callers split C over their workers). beta == 0 never
+/// reads C. Runs only with kernel set 2 (AVX-512) and m, n, k > 0, and returns 1; returns 0
+/// without touching C otherwise (the caller uses BLAS). `scratch` holds
+/// lfp_sgemm_scratch_floats() floats (the packed blocks; any alignment).
+int lfp_sgemm(int isa, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
+              const float *b, int ldb, float beta, float *c, int ldc, float *scratch);
+
+/// Floats of scratch one `lfp_sgemm` call needs (0 where it never runs).
+long lfp_sgemm_scratch_floats(void);
+
 #endif
