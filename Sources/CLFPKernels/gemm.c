@@ -118,12 +118,23 @@ static void pack_b(int tb, const float *b, int ldb, int k0, int kc, int j0, int 
     }
 }
 
+/// The magnitude epilogue of `lfp_sgemm_magnitude`: the weight tile, its leading dimension and
+/// the scale (w == NULL: none), and the lanes that turned out non-finite.
+typedef struct {
+    const float *w;
+    long ldw;
+    float scale;
+    __mmask16 nonfinite;
+} magnitude_epilogue;
+
 /// C[mr x nr] = alpha * (A panel x B panel) + beta * C (`first`, the first depth block), or
 /// C += alpha * (A panel x B panel) (later blocks). beta == 0 never reads C (BLAS semantics:
-/// NaN in C is overwritten).
+/// NaN in C is overwritten). After the last depth block (`last`), with an epilogue, C is
+/// multiplied by scale * |W| and non-finite results are noted.
 static inline __attribute__((always_inline)) void micro_kernel(int kc, const float *restrict a, const float *restrict b,
                                                                float *c, long ldc, int mr, int nr,
-                                                               float alpha, float beta, int first) {
+                                                               float alpha, float beta, int first, int last,
+                                                               magnitude_epilogue *epilogue, const float *w) {
     __m512 c0[GEMM_MR], c1[GEMM_MR];
     for (int r = 0; r < GEMM_MR; r++) { c0[r] = _mm512_setzero_ps(); c1[r] = _mm512_setzero_ps(); }
 #pragma clang loop unroll_count(4)
@@ -141,7 +152,9 @@ static inline __attribute__((always_inline)) void micro_kernel(int kc, const flo
     }
     const __mmask16 m0 = lanes(nr), m1 = lanes(nr - 16);
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-    const int scaled = alpha != 1.0f, reads = !first || beta != 0.0f;
+    const int scaled = alpha != 1.0f, reads = !first || beta != 0.0f, magnitude = last && w != NULL;
+    const __m512 vs = _mm512_set1_ps(epilogue->scale), zero = _mm512_setzero_ps();
+    __mmask16 nonfinite = 0;
     for (int r = 0; r < mr; r++) {
         float *row = c + r * ldc;
         __m512 v0 = scaled ? _mm512_mul_ps(va, c0[r]) : c0[r], v1 = scaled ? _mm512_mul_ps(va, c1[r]) : c1[r];
@@ -151,13 +164,23 @@ static inline __attribute__((always_inline)) void micro_kernel(int kc, const flo
             v0 = _mm512_add_ps(v0, old0);
             v1 = _mm512_add_ps(v1, old1);
         }
+        if (magnitude) {  // scale * |W| * v, in the order of Tensor.multiplyByMagnitude (v * |W| * scale)
+            const float *wr = w + r * epilogue->ldw;
+            v0 = _mm512_mul_ps(_mm512_mul_ps(v0, _mm512_abs_ps(_mm512_maskz_loadu_ps(m0, wr))), vs);
+            v1 = _mm512_mul_ps(_mm512_mul_ps(v1, _mm512_abs_ps(_mm512_maskz_loadu_ps(m1, wr + 16))), vs);
+            // x * 0 is NaN exactly when x is NaN or infinite.
+            nonfinite |= _mm512_mask_cmp_ps_mask(m0, _mm512_mul_ps(v0, zero), zero, _CMP_UNORD_Q)
+                       | _mm512_mask_cmp_ps_mask(m1, _mm512_mul_ps(v1, zero), zero, _CMP_UNORD_Q);
+        }
         _mm512_mask_storeu_ps(row, m0, v0);
         _mm512_mask_storeu_ps(row + 16, m1, v1);
     }
+    epilogue->nonfinite |= nonfinite;
 }
 
 static void sgemm_avx512(int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
-                         const float *b, int ldb, float beta, float *c, int ldc, float *scratch) {
+                         const float *b, int ldb, float beta, float *c, int ldc, float *scratch,
+                         magnitude_epilogue *epilogue) {
     // 64-byte aligned packed blocks (the micro-kernel loads the B panel with aligned loads).
     float *ap = (float *)(((unsigned long)scratch + 63) & ~63UL);
     float *bp = ap + (long)GEMM_MC * GEMM_KC;
@@ -173,8 +196,9 @@ static void sgemm_avx512(int ta, int tb, int m, int n, int k, float alpha, const
                     const int mr = mc - ir < GEMM_MR ? mc - ir : GEMM_MR;
                     for (int jr = 0; jr < nc; jr += GEMM_NR) {
                         const int nr = nc - jr < GEMM_NR ? nc - jr : GEMM_NR;
+                        const float *w = epilogue->w ? epilogue->w + (long)(ic + ir) * epilogue->ldw + jc + jr : NULL;
                         micro_kernel(kc, ap + (long)ir * kc, bp + (long)jr * kc, c + (long)(ic + ir) * ldc + jc + jr, ldc,
-                                     mr, nr, alpha, beta, pc == 0);
+                                     mr, nr, alpha, beta, pc == 0, pc + kc >= k, epilogue, w);
                     }
                 }
             }
@@ -197,11 +221,27 @@ int lfp_sgemm(int isa, int ta, int tb, int m, int n, int k, float alpha, const f
               const float *b, int ldb, float beta, float *c, int ldc, float *scratch) {
 #if defined(__x86_64__)
     if (isa == 2 && m > 0 && n > 0 && k > 0) {
-        sgemm_avx512(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, scratch);
+        magnitude_epilogue none = {NULL, 0, 1.0f, 0};
+        sgemm_avx512(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, scratch, &none);
         return 1;
     }
 #endif
     (void)isa; (void)ta; (void)tb; (void)m; (void)n; (void)k; (void)alpha; (void)a; (void)lda;
     (void)b; (void)ldb; (void)beta; (void)c; (void)ldc; (void)scratch;
+    return 0;
+}
+
+int lfp_sgemm_magnitude(int isa, int ta, int tb, int m, int n, int k, const float *a, int lda, const float *b, int ldb,
+                        float *c, int ldc, const float *w, int ldw, float scale, float *scratch, int *finite) {
+#if defined(__x86_64__)
+    if (isa == 2 && m > 0 && n > 0 && k > 0) {
+        magnitude_epilogue epilogue = {w, ldw, scale, 0};
+        sgemm_avx512(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc, scratch, &epilogue);
+        *finite = epilogue.nonfinite == 0;
+        return 1;
+    }
+#endif
+    (void)isa; (void)ta; (void)tb; (void)m; (void)n; (void)k; (void)a; (void)lda; (void)b; (void)ldb;
+    (void)c; (void)ldc; (void)w; (void)ldw; (void)scale; (void)scratch; (void)finite;
     return 0;
 }

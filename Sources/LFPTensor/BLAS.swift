@@ -97,33 +97,13 @@ public enum BLAS {
             let chosen = kernel ?? (configuration.ownGEMM ? .library : .blas)
             let workers = threads, own = chosen == .library && k > 0
             if workers > 1 || own {
-                let byColumns = n >= m, extent = byColumns ? n : m
-                let scratchFloats = own ? Int(lfp_sgemm_scratch_floats()) : 0
-                var scratch = [Float](unsafeUninitializedCapacity: max(1, workers * scratchFloats)) { _, count in
-                    count = max(1, workers * scratchFloats)
-                }
-                // Block w is edge(w)..<edge(w + 1); the edges depend only on the extent and `workers`.
-                func edge(_ w: Int) -> Int { w == workers ? extent : min(extent, (extent * w / workers + 8) / 16 * 16) }
-                scratch.withUnsafeMutableBufferPointer { ps in
-                    let scratchBase = ps.baseAddress!
-                    Parallel.chunks(workers, minimumWork: 1) { _, blocks in
-                        for w in blocks {
-                            let lo = edge(w), hi = edge(w + 1)
-                            guard hi > lo else { continue }
-                            let blockScratch = scratchBase + w * scratchFloats
-                            if byColumns {
-                                // Columns lo..<hi of op(B) are rows lo..<hi of B when it is transposed.
-                                blockGEMM(own: own, scratch: blockScratch, transposeA: transposeA, transposeB: transposeB,
-                                          m: m, n: hi - lo, k: k, alpha: alpha, a: a, lda: lda,
-                                          b: transposeB ? b + lo * ldb : b + lo, ldb: ldb, beta: beta, c: c + lo, ldc: ldc)
-                            } else {
-                                // Rows lo..<hi of op(A) are columns lo..<hi of A when it is transposed.
-                                blockGEMM(own: own, scratch: blockScratch, transposeA: transposeA, transposeB: transposeB,
-                                          m: hi - lo, n: n, k: k, alpha: alpha, a: transposeA ? a + lo : a + lo * lda, lda: lda,
-                                          b: b, ldb: ldb, beta: beta, c: c + lo * ldc, ldc: ldc)
-                            }
-                        }
-                    }
+                forEachBlock(m: m, n: n, workers: workers, scratchFloats: own ? Int(lfp_sgemm_scratch_floats()) : 0) { _, rows, columns, scratch in
+                    // Rows of op(A) are columns of A when it is transposed; columns of op(B) rows of B.
+                    blockGEMM(own: own, scratch: scratch, transposeA: transposeA, transposeB: transposeB,
+                              m: rows.count, n: columns.count, k: k, alpha: alpha,
+                              a: transposeA ? a + rows.lowerBound : a + rows.lowerBound * lda, lda: lda,
+                              b: transposeB ? b + columns.lowerBound * ldb : b + columns.lowerBound, ldb: ldb,
+                              beta: beta, c: c + rows.lowerBound * ldc + columns.lowerBound, ldc: ldc)
                 }
                 return
             }
@@ -131,6 +111,62 @@ public enum BLAS {
         #endif
         serialGEMM(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
                    b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+    }
+
+    /// `C = scale * |W| ⊙ (op(A) op(B))`, elementwise with `w` (`[m, n]`, leading dimension
+    /// `ldw`): the parameter feedback of the LFP rules (LFP-MATH.md: the weight map times the
+    /// weight's magnitude) in one pass, the magnitude epilogue fused into the library's sgemm,
+    /// for products of at least `parallelGEMMWork` multiply-adds split as in `gemm`. Returns
+    /// whether every value is finite, or nil, without touching C, where the library's sgemm
+    /// does not run (a smaller product, no AVX-512, `LFP_GEMM=blas`, k = 0): the caller then
+    /// takes `gemm` and the separate epilogue.
+    public static func gemmTimesMagnitude(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
+                                          a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+                                          c: UnsafeMutablePointer<Float>, ldc: Int,
+                                          w: UnsafePointer<Float>, ldw: Int, scale: Float) -> Bool? {
+        guard configuration.ownGEMM, m > 0, n > 0, k > 0, m * n * k >= parallelGEMMWork else { return nil }
+        let workers = threads
+        var finite = [Int32](repeating: 1, count: workers)
+        finite.withUnsafeMutableBufferPointer { flags in
+            forEachBlock(m: m, n: n, workers: workers, scratchFloats: Int(lfp_sgemm_scratch_floats())) { worker, rows, columns, scratch in
+                let (i, j) = (rows.lowerBound, columns.lowerBound)
+                var blockFinite: Int32 = 1
+                let ran = lfp_sgemm_magnitude(2, transposeA ? 1 : 0, transposeB ? 1 : 0, Int32(rows.count), Int32(columns.count), Int32(k),
+                                              transposeA ? a + i : a + i * lda, Int32(lda), transposeB ? b + j * ldb : b + j, Int32(ldb),
+                                              c + i * ldc + j, Int32(ldc), w + i * ldw + j, Int32(ldw), scale, scratch, &blockFinite)
+                precondition(ran == 1, "the library's sgemm declined a product it was configured for")
+                flags[worker] = blockFinite  // each block's worker writes only its own flag
+            }
+        }
+        return !finite.contains(0)
+    }
+
+    /// Splits C `[m, n]` into one block per worker (columns where `n >= m`, so that every
+    /// worker packs op(A), the smaller operand; rows otherwise; edges on multiples of 16, so
+    /// the blocks depend only on the shape and `workers`) and runs `body` on each block
+    /// concurrently, with its worker index and `scratchFloats` floats of scratch of its own.
+    static func forEachBlock(m: Int, n: Int, workers: Int, scratchFloats: Int,
+                             _ body: (_ worker: Int, _ rows: Range<Int>, _ columns: Range<Int>, _ scratch: UnsafeMutablePointer<Float>) -> Void) {
+        var scratch = [Float](unsafeUninitializedCapacity: max(1, workers * scratchFloats)) { _, count in
+            count = max(1, workers * scratchFloats)
+        }
+        scratch.withUnsafeMutableBufferPointer { ps in
+            let base = ps.baseAddress!
+            Parallel.chunks(workers, minimumWork: 1) { _, blocks in
+                for w in blocks {
+                    let (rows, columns) = block(w, m: m, n: n, workers: workers)
+                    if !rows.isEmpty && !columns.isEmpty { body(w, rows, columns, base + w * scratchFloats) }
+                }
+            }
+        }
+    }
+
+    /// Block `w` of `forEachBlock`.
+    static func block(_ w: Int, m: Int, n: Int, workers: Int) -> (rows: Range<Int>, columns: Range<Int>) {
+        let byColumns = n >= m, extent = byColumns ? n : m
+        func edge(_ w: Int) -> Int { w == workers ? extent : min(extent, (extent * w / workers + 8) / 16 * 16) }
+        let part = edge(w)..<max(edge(w), edge(w + 1))
+        return byColumns ? (0..<m, part) : (part, 0..<n)
     }
 
     /// Whether this CPU and build can run the library's own sgemm (AVX-512, with OpenBLAS).

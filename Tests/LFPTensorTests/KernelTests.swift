@@ -199,6 +199,81 @@ func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: 
         #expect(c == c0)
     }
 
+    /// The library's sgemm with the rules' magnitude epilogue fused (`lfp_sgemm_magnitude`):
+    /// `scale * |W| * op(A) op(B)` against naive loops, applied once after the last of one to
+    /// three depth blocks, with W and C wider than the product (their padding untouched), and
+    /// non-finite results reported (NaN in A, infinity in W).
+    @Test(arguments: [(13, 33, 17), (241, 40, 40), (20, 40, 520), (37, 70, 257)], [(false, false), (true, false), (false, true), (true, true)])
+    func librarySGEMMWithMagnitudeMatchesNaive(size: (Int, Int, Int), transpose: (Bool, Bool)) {
+        guard lfp_kernels_best_isa() == 2 else { return }  // the kernel runs only with AVX-512 (its refusal: the test above)
+        var rng = SeededRandom(seed: 13)
+        let (m, n, k) = size, (ta, tb) = transpose
+        let (aRows, aCols) = ta ? (k, m) : (m, k), (bRows, bCols) = tb ? (n, k) : (k, n)
+        let (lda, ldb, ldc, ldw) = (aCols, bCols, n + 3, n + 2)
+        var a = (0..<(aRows * lda)).map { _ in rng.normal() }
+        let b = (0..<(bRows * ldb)).map { _ in rng.normal() }
+        var w = (0..<(m * ldw)).map { _ in rng.normal() }
+        let c0 = (0..<(m * ldc)).map { _ in rng.normal() }
+        let scale: Float = -0.75
+        var scratch = [Float](repeating: 0, count: Int(lfp_sgemm_scratch_floats()))
+        func run(_ a: [Float], _ w: [Float]) -> (c: [Float], finite: Bool) {
+            var c = c0, finite: Int32 = -1
+            let ran = lfp_sgemm_magnitude(2, ta ? 1 : 0, tb ? 1 : 0, Int32(m), Int32(n), Int32(k), a, Int32(lda), b, Int32(ldb),
+                                          &c, Int32(ldc), w, Int32(ldw), scale, &scratch, &finite)
+            #expect(ran == 1)
+            return (c, finite == 1)
+        }
+        let (c, finite) = run(a, w)
+        #expect(finite)
+        var got: [Float] = [], want: [Double] = []
+        for i in 0..<m {
+            for j in 0..<n {
+                var product = 0.0
+                for p in 0..<k { product += Double(ta ? a[p * lda + i] : a[i * lda + p]) * Double(tb ? b[j * ldb + p] : b[p * ldb + j]) }
+                got.append(c[i * ldc + j])
+                want.append(Double(scale) * Double(abs(w[i * ldw + j])) * product)
+            }
+            for j in n..<ldc { #expect(c[i * ldc + j] == c0[i * ldc + j], "padding column \(j) of row \(i) written") }
+        }
+        expectClose(got, want, "lfp_sgemm_magnitude \(size) \(transpose)")
+        w[(m - 1) * ldw + n - 1] = .infinity
+        #expect(!run(a, w).finite, "infinity in W not reported")
+        w[(m - 1) * ldw + n - 1] = 1
+        a[a.count - 1] = .nan
+        #expect(!run(a, w).finite, "NaN in A not reported")
+    }
+
+    /// `BLAS.gemmTimesMagnitude` (the fused feedback of a large Linear layer) against the two
+    /// passes it replaces (`gemm`, then `multiplyByMagnitude`); nil for a small product, and
+    /// wherever the library's sgemm is not configured.
+    @Test func fusedMagnitudeProductMatchesTheSeparatePasses() {
+        var rng = SeededRandom(seed: 14)
+        let (o, i, n) = (256, 300, 260)  // S [n, o], A [n, i]: the weight map S^T A is [o, i]
+        let s = Tensor.normal([n, o], rng: &rng), a = Tensor.normal([n, i], rng: &rng), w = Tensor.normal([o, i], rng: &rng)
+        var separate = Tensor.matmul(s, transposeA: true, a)
+        let separateFinite = separate.multiplyByMagnitude(of: w, scale: 0.5)
+        #expect(separateFinite)
+        func fused(_ n: Int) -> ([Float], Bool?) {
+            var c = [Float](repeating: .nan, count: o * i)
+            let finite = s.storage.withUnsafeBufferPointer { ps in a.storage.withUnsafeBufferPointer { pa in
+                w.storage.withUnsafeBufferPointer { pw in c.withUnsafeMutableBufferPointer { pc in
+                    BLAS.gemmTimesMagnitude(transposeA: true, transposeB: false, m: o, n: i, k: n, a: ps.baseAddress!, lda: o,
+                                            b: pa.baseAddress!, ldb: i, c: pc.baseAddress!, ldc: i, w: pw.baseAddress!, ldw: i, scale: 0.5)
+                } }
+            } }
+            return (c, finite)
+        }
+        let (c, finite) = fused(n)
+        guard BLAS.configuration.ownGEMM else {
+            #expect(finite == nil && c.allSatisfy(\.isNaN))
+            return
+        }
+        #expect(finite == true)
+        expectClose(c, separate.storage.map(Double.init), tolerance: 1e-5, "fused against separate")
+        let (small, smallFinite) = fused(8)  // 256 x 300 x 8: below BLAS.parallelGEMMWork
+        #expect(smallFinite == nil && small.allSatisfy(\.isNaN))
+    }
+
     /// `BLAS.gemm` with each kernel on products large enough to be split, against naive loops.
     @Test(arguments: BLAS.GEMMKernel.allCases)
     func largeProductsMatchNaiveWithEitherKernel(kernel: BLAS.GEMMKernel) {

@@ -111,6 +111,22 @@ enum NaiveLFP {
 }
 
 @Suite struct RuleTests {
+    /// A Linear layer whose weight map is large enough for the library's sgemm (1024 -> 256 at
+    /// a batch of 80, above DenseKernels' 64) takes the fused feedback where that sgemm runs
+    /// (`Kernels.linearWeightFeedback`): the values of the weight map followed by the epilogue.
+    @Test func largeLinearFeedbackMatchesTheSeparatePasses() throws {
+        var rng = SeededRandom(seed: 21)
+        let layer = Linear(inFeatures: 1024, outFeatures: 256, rng: &rng)
+        let map = try #require(AffineMap(.linear(layer), inputShape: [1024]))
+        let s = Tensor.normal([80, 256], rng: &rng), a = Tensor.normal([80, 1024], rng: &rng)
+        let (feedback, finite) = try #require(map.weightFeedback(s, input: a, scale: 0.25))
+        var separate = try #require(map.weightMap(s, input: a))
+        let separateFinite = separate.multiplyByMagnitude(of: layer.weight, scale: 0.25)
+        #expect(separateFinite)
+        #expect(finite)
+        expectClose(feedback, separate, tolerance: 1e-5, "fused feedback")
+    }
+
     static let rules: [Rule] = [.zero, .epsilon, .alphaBeta(alpha: 2, beta: 1, epsilon: 1e-6), .alphaBeta(alpha: 1, beta: 0, epsilon: 1e-6), .zPlusZMinus,
                                 .scaledEpsilon(0.5), .scaledEpsilon(0.05), .thresholdEpsilon(0.25), .thresholdEpsilon(2)]
 

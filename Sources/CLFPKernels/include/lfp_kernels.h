@@ -106,6 +106,13 @@ void lfp_dense_pack_rows(const float *x, int N, int K, int k0, int k1, float *xp
 int lfp_sgemm(int isa, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
               const float *b, int ldb, float beta, float *c, int ldc, float *scratch);
 
+/// The parameter feedback of an LFP rule on a large dense layer (`lfp_sgemm` with the magnitude
+/// epilogue of the rules fused into its last store): C = scale * |W| * (op(A) op(B)), elementwise
+/// with w [m, n] (leading dimension ldw), C never read; *finite = 0 when a result is NaN or
+/// infinite, 1 otherwise. Runs and returns 1 under the same conditions as `lfp_sgemm`, else 0.
+int lfp_sgemm_magnitude(int isa, int ta, int tb, int m, int n, int k, const float *a, int lda, const float *b, int ldb,
+                        float *c, int ldc, const float *w, int ldw, float scale, float *scratch, int *finite);
+
 /// Floats of scratch one `lfp_sgemm` call needs (0 where it never runs).
 long lfp_sgemm_scratch_floats(void);
 

@@ -100,9 +100,10 @@ struct AffineMap {
     }
 
     /// The parameter feedback of a rule whose weight map is plain: `scale * |W| ⊙ weightMap(S, A)`,
-    /// and whether every value is finite (nil for pooling). A Linear layer with a short batch
-    /// runs it as one fused pass (`DenseKernels`); the others take the weight map, then the
-    /// magnitude epilogue.
+    /// and whether every value is finite (nil for pooling). A Linear layer runs it as one fused
+    /// pass with a short batch (`DenseKernels`) and with a product large enough for the
+    /// library's sgemm (`Kernels.linearWeightFeedback`); the others take the weight map, then
+    /// the magnitude epilogue.
     func weightFeedback(_ s: Tensor, input a: Tensor, scale: Float) -> (feedback: Tensor, isFinite: Bool)? {
         guard let w = weight else { return nil }
         if case .linear = kind {
@@ -112,6 +113,8 @@ struct AffineMap {
                                                        weight: w, scale: scale) {
                 return fused
             }
+            // A large product: the library's sgemm with the epilogue fused (nil where it does not run).
+            if let fused = Kernels.linearWeightFeedback(s, input: a, weight: w, scale: scale) { return fused }
         }
         guard var fw = weightMap(s, input: a) else { return nil }
         let finite = fw.multiplyByMagnitude(of: w, scale: scale)

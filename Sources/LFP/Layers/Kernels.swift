@@ -56,6 +56,26 @@ enum Kernels {
         return Tensor.matmul(s.reshaped([s.count / max(1, o), o]), transposeA: true, a.reshaped([a.count / max(1, i), i]))
     }
 
+    /// The parameter feedback `scale * |W| ⊙ (S^T A)` of a Linear layer (`linearBackwardWeight`
+    /// followed by the rules' magnitude epilogue) in one pass, for a product large enough for
+    /// the library's sgemm (`BLAS.gemmTimesMagnitude`); nil where that does not run.
+    static func linearWeightFeedback(_ s: Tensor, input a: Tensor, weight w: Tensor, scale: Float) -> (feedback: Tensor, isFinite: Bool)? {
+        let o = w.shape[0], i = w.shape[1], n = s.count / max(1, o)
+        guard BLAS.configuration.ownGEMM, n > 0, o * i * n >= BLAS.parallelGEMMWork else { return nil }
+        var out = Tensor(uninitializedShape: [o, i])
+        let finite = s.storage.withUnsafeBufferPointer { ps in
+            a.storage.withUnsafeBufferPointer { pa in
+                w.storage.withUnsafeBufferPointer { pw in
+                    out.storage.withUnsafeMutableBufferPointer { po in
+                        BLAS.gemmTimesMagnitude(transposeA: true, transposeB: false, m: o, n: i, k: n, a: ps.baseAddress!, lda: o,
+                                                b: pa.baseAddress!, ldb: i, c: po.baseAddress!, ldc: i, w: pw.baseAddress!, ldw: i, scale: scale)
+                    }
+                }
+            }
+        }
+        return finite.map { (out, $0) }
+    }
+
     /// Sum over every leading dimension of `[..., O]` -> `[O]` (the bias map of a Linear layer).
     static func rowSum(_ s: Tensor) -> Tensor {
         let o = s.shape.last ?? 0, n = s.count / max(1, o)
