@@ -95,15 +95,15 @@ public enum BLAS {
         #if !canImport(Accelerate)
         if m * n * max(k, 1) >= parallelGEMMWork {
             let chosen = kernel ?? (configuration.ownGEMM ? .library : .blas)
-            let workers = threads, own = chosen == .library && k > 0
+            let workers = threads, own = chosen == .library && libraryGEMMAvailable && k > 0
             if workers > 1 || own {
                 forEachBlock(m: m, n: n, workers: workers, scratchFloats: own ? Int(lfp_sgemm_scratch_floats()) : 0) { _, rows, columns, scratch in
                     // Rows of op(A) are columns of A when it is transposed; columns of op(B) rows of B.
-                    blockGEMM(own: own, scratch: scratch, transposeA: transposeA, transposeB: transposeB,
-                              m: rows.count, n: columns.count, k: k, alpha: alpha,
-                              a: transposeA ? a + rows.lowerBound : a + rows.lowerBound * lda, lda: lda,
-                              b: transposeB ? b + columns.lowerBound * ldb : b + columns.lowerBound, ldb: ldb,
-                              beta: beta, c: c + rows.lowerBound * ldc + columns.lowerBound, ldc: ldc)
+                    serialGEMM(transposeA: transposeA, transposeB: transposeB, m: rows.count, n: columns.count, k: k, alpha: alpha,
+                               a: transposeA ? a + rows.lowerBound : a + rows.lowerBound * lda, lda: lda,
+                               b: transposeB ? b + columns.lowerBound * ldb : b + columns.lowerBound, ldb: ldb,
+                               beta: beta, c: c + rows.lowerBound * ldc + columns.lowerBound, ldc: ldc,
+                               kernel: chosen, scratch: own ? scratch : nil)
                 }
                 return
             }
@@ -170,13 +170,13 @@ public enum BLAS {
     }
 
     /// Whether this CPU and build can run the library's own sgemm (AVX-512, with OpenBLAS).
-    public static var libraryGEMMAvailable: Bool {
+    public static let libraryGEMMAvailable: Bool = {
         #if canImport(Accelerate)
         return false
         #else
         return lfp_kernels_best_isa() == 2
         #endif
-    }
+    }()
 
     /// The routine of the large products of `gemm`.
     public enum GEMMKernel: String, Sendable, CaseIterable {
@@ -184,19 +184,6 @@ public enum BLAS {
         case blas
         /// The library's own AVX-512 sgemm (gemm.c) on each worker's block.
         case library
-    }
-
-    /// One block of a large product on the calling thread: the library's sgemm when `own`
-    /// (`scratch` holds `lfp_sgemm_scratch_floats()` floats), single-threaded BLAS otherwise.
-    static func blockGEMM(own: Bool, scratch: UnsafeMutablePointer<Float>, transposeA: Bool, transposeB: Bool,
-                          m: Int, n: Int, k: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int,
-                          b: UnsafePointer<Float>, ldb: Int, beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
-        if own && lfp_sgemm(2, transposeA ? 1 : 0, transposeB ? 1 : 0, Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda),
-                            b, Int32(ldb), beta, c, Int32(ldc), scratch) != 0 {
-            return
-        }
-        serialGEMM(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
-                   b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
     }
 
     /// Below this many multiply-adds (16 M: about 0.3 ms on one core at 100 GFLOP/s) a product
@@ -207,15 +194,35 @@ public enum BLAS {
     public static let parallelGEMMWork = 1 << 24
 
     /// The same product as `gemm`, on the calling thread only: for kernels that are already
-    /// parallel (each of their workers calls this on its own data). The one place that calls
-    /// `cblas_sgemm`.
-    @inlinable
+    /// parallel (each of their workers calls this on its own data), and for each worker's block
+    /// of a large product. The one place that calls `cblas_sgemm`.
+    ///
+    /// `kernel` nil or `.blas`: BLAS. `.library`: the library's sgemm (BLAS where the CPU lacks
+    /// AVX-512, or k = 0); `scratch`, when given, holds `lfp_sgemm_scratch_floats()` floats.
+    /// (Sending the products of at least 1 M multiply-adds made on one thread, such as the
+    /// convolutions' im2col products, to the library's sgemm measured no faster: 0.97x
+    /// `lenet3x32` at batch 256, 0.96x `mlp3072` at 32, 1.00x `cifar-resnet` at 32, 6-8
+    /// alternating rounds each.)
     public static func serialGEMM(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
                                   alpha: Float, a: UnsafePointer<Float>, lda: Int,
                                   b: UnsafePointer<Float>, ldb: Int,
-                                  beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int) {
+                                  beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int,
+                                  kernel: GEMMKernel? = nil, scratch: UnsafeMutablePointer<Float>? = nil) {
         if m == 0 || n == 0 { return }
         _ = configuration
+        #if !canImport(Accelerate)
+        if kernel == .library && libraryGEMMAvailable && k > 0 {
+            func run(_ scratch: UnsafeMutablePointer<Float>) {
+                let ran = lfp_sgemm(2, transposeA ? 1 : 0, transposeB ? 1 : 0, Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda),
+                                    b, Int32(ldb), beta, c, Int32(ldc), scratch)
+                precondition(ran == 1, "the library's sgemm declined a product on an AVX-512 CPU")
+            }
+            if let scratch { run(scratch) } else {
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: Int(lfp_sgemm_scratch_floats())) { run($0.baseAddress!) }
+            }
+            return
+        }
+        #endif
         cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
                     Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
