@@ -4,7 +4,8 @@
 # alternating step by step) and, where PyTorch is installed, PyTorch's gradient step and the
 # reference's LFP step (lfprop; benchmarks/torch_step.py, also alternating), one after the
 # other, for ROUNDS rounds: every implementation sees the same phases of this shared machine.
-# Then the convolution kernels against the sgemm roofline (`lfp bench conv`). The tables also
+# Then the convolution kernels against the sgemm roofline (`lfp bench conv`) and the large
+# products with the library's sgemm against BLAS (`lfp bench gemm`). The tables also
 # replace the block between the speed-table markers in the top-level README.
 #
 #   bash benchmarks/bench.sh                 # ROUNDS=3 STEPS=10 THREADS=all cores
@@ -46,6 +47,7 @@ for round in $(seq "$ROUNDS"); do
 done
 doctor=$("$LFP" doctor --threads "$THREADS")
 conv=$("$LFP" bench conv --threads "$THREADS")
+gemm=$("$LFP" bench gemm --threads "$THREADS")
 table=$(python3 benchmarks/speed_table.py "$raw" --csv benchmarks/speed.csv --svg benchmarks/speed.svg)
 {
   echo "# Benchmarks"
@@ -65,14 +67,18 @@ table=$(python3 benchmarks/speed_table.py "$raw" --csv benchmarks/speed.csv --sv
   echo "## Convolution kernels (lfp bench conv)"
   echo
   echo "$conv"
+  echo
+  echo "## Large products: the library's sgemm against BLAS (lfp bench gemm)"
+  echo
+  echo "$gemm"
 } > benchmarks/README.md
 # The README's speed tables: the same tables, between its markers.
-python3 - "$(date -u +%Y-%m-%d)" "$(echo "$doctor" | grep -E '^(core|conv|sgemm n=1024)')" <<'PY'
+python3 - "$(date -u +%Y-%m-%d)" "$(echo "$doctor" | grep -E '^(core|gemm|conv|sgemm n=1024)')" <<'PY'
 import re, sys
 date, doctor = sys.argv[1], sys.argv[2]
 bench = open("benchmarks/README.md").read()
 step = bench[bench.index("| model | batch |"):bench.index("## Convolution kernels")].strip()
-conv = bench[bench.index("## Convolution kernels"):].split("\n", 1)[1].strip()
+conv = bench[bench.index("## Convolution kernels"):bench.index("## Large products")].split("\n", 1)[1].strip()
 block = (f"<!-- speed-table:begin (written by benchmarks/bench.sh) -->\nMeasured {date} by `bash benchmarks/bench.sh` "
          f"(`lfp doctor`: {'; '.join(' '.join(line.split()) for line in doctor.splitlines())}):\n\n{step}\n\n{conv}\n<!-- speed-table:end -->")
 readme = open("README.md").read()

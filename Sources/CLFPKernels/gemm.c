@@ -1,7 +1,8 @@
 // The library's own single-precision GEMM for AVX-512 (lfp_kernels.h, lfp_sgemm): a packed,
 // cache-blocked product in the layout of BLIS / GotoBLAS, written for the large dense products
-// of a training step (e.g. 256 x 3072 x 512), where it measured 1.07-1.18x the speed of
-// OpenBLAS 0.3.21's Cooperlake kernels on the same blocks (README, fix 20).
+// of a training step (e.g. 256 x 3072 x 512), where it measured 0.99-1.20x the speed of
+// OpenBLAS 0.3.21's Cooperlake kernels on the same blocks (`lfp bench gemm`, medians of
+// alternating pairs; README, fix 20).
 //
 // Blocking (row-major C = op(A) op(B)):
 //   for jc in steps of NC columns:            B block  [KC x NC]  packed, lives in L2
@@ -13,7 +14,9 @@
 //           for jr in steps of NR columns:    B panel  [KC x NR]  streams from L2
 //             micro-kernel: C[MR x NR] (+)= A panel x B panel in 24 registers
 // The A panel (whose elements are broadcast) is the one kept in L1 while the B panels (loaded
-// as vectors) stream past it; the opposite order ran at 0.9-1.0x OpenBLAS.
+// as vectors) stream past it, as in BLIS (the opposite order measured no different here).
+// Operands whose rows run along the depth (X and W in X W^T) are packed with 16x16 register
+// transposes: with scalar copies there, an earlier version ran X W^T at 0.82x OpenBLAS.
 #include "lfp_kernels.h"
 
 #if defined(__x86_64__)
