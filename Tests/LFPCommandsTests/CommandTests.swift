@@ -180,6 +180,33 @@ func runProcess(_ url: URL, _ arguments: [String], environment: [String: String]
         #expect(rows.allSatisfy { ($0["gflops"] as? Double ?? 0) > 0 && ($0["roofline_fraction"] as? Double ?? 0) > 0 })
         let bad = try runProcess(lfp, ["bench", "step", "--method", "lfp,adam"])
         #expect(bad.status != 0 && bad.stderr.contains("unknown --method"))
+        let gemm = try runProcess(lfp, ["bench", "gemm", "--rounds", "1", "--json"])
+        #expect(gemm.status == 0, "\(gemm.stderr)")
+        let products = gemm.stdout.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        #expect(products.count == GEMMBench.shapes.count)
+        #expect(products.allSatisfy { ($0["blas_gflops"] as? Double ?? 0) > 0 && ($0["library_gflops"] as? Double ?? 0) > 0 })
+        let noRounds = try runProcess(lfp, ["bench", "gemm", "--rounds", "0"])
+        #expect(noRounds.status != 0 && noRounds.stderr.contains("--rounds"))
+    }
+
+    /// `lfp doctor` names the routine of the large products, and `LFP_GEMM=blas` switches the
+    /// library's sgemm off (an unknown value is reported and taken as auto).
+    @Test func doctorNamesTheLargeProductsRoutine() throws {
+        guard let lfp = lfpExecutable() else {
+            Issue.record("lfp executable not found next to the tests")
+            return
+        }
+        func largeProducts(_ environment: [String: String]) throws -> (String?, String) {
+            let r = try runProcess(lfp, ["doctor", "--json", "--sizes", "16"], environment: environment)
+            #expect(r.status == 0, "\(r.stderr)")
+            let json = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+            return (json?["large_products"] as? String, r.stderr)
+        }
+        let expected = BLAS.libraryGEMMAvailable ? "library" : "blas"
+        #expect(try largeProducts(["LFP_GEMM": "auto"]).0 == expected)
+        #expect(try largeProducts(["LFP_GEMM": "blas"]).0 == "blas")
+        let (odd, stderr) = try largeProducts(["LFP_GEMM": "fastest"])
+        #expect(odd == expected && stderr.contains("LFP_GEMM=fastest"))
     }
 
     @Test func doctorCorrectsAMisdetectedOpenBLASCore() throws {
