@@ -63,8 +63,15 @@ build_c_kernels() {
   local sources=("$ROOT"/Sources/CLFPKernels/*.c "$ROOT"/Sources/CLFPKernels/*.h "$ROOT"/Sources/CLFPKernels/include/*.h)
   if stale "$OUT/obj/CLFPKernels.o" "${sources[@]}"; then
     echo "fuzz.sh: compiling CLFPKernels" >&2
-    "$(dirname "$(readlink -f "$SWIFTC")")/clang" -O2 -g -fsanitize=address -I "$ROOT/Sources/CLFPKernels/include" \
-      -c "$ROOT/Sources/CLFPKernels/kernels.c" -o "$OUT/obj/CLFPKernels.o"
+    local clang objects=() file
+    clang="$(dirname "$(readlink -f "$SWIFTC")")/clang"
+    # Every C file of the target, then one relocatable object of them all.
+    for file in "$ROOT"/Sources/CLFPKernels/*.c; do
+      "$clang" -O2 -g -fsanitize=address -I "$ROOT/Sources/CLFPKernels/include" \
+        -c "$file" -o "$OUT/obj/CLFPKernels-$(basename "$file" .c).o"
+      objects+=("$OUT/obj/CLFPKernels-$(basename "$file" .c).o")
+    done
+    "$clang" -r "${objects[@]}" -o "$OUT/obj/CLFPKernels.o"
   fi
 }
 
