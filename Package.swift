@@ -30,8 +30,9 @@ let package = Package(
             pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"]), .brew(["zlib"])]
         ),
-        // Direct convolution kernels in C: one source compiled per instruction set (AVX-512,
-        // AVX2, baseline), picked at run time; optimised in debug builds too, so tests stay fast.
+        // Kernels in C: the direct convolution and short-batch dense kernels (one source compiled
+        // per instruction set: AVX-512, AVX2, baseline; picked at run time) and the library's
+        // AVX-512 sgemm (gemm.c); optimised in debug builds too, so tests stay fast.
         .target(name: "CLFPKernels", cSettings: [.unsafeFlags(["-O2"])]),
         .target(
             name: "LFPTensor",

@@ -5,7 +5,7 @@
 // alternating pairs; README, fix 20).
 //
 // Blocking (row-major C = op(A) op(B)):
-//   for jc in steps of NC columns:            B block  [KC x NC]  packed, lives in L2
+//   for jc in steps of NC columns:            B block  [KC x NC]  packed, 1 MiB, for L2 (2 MiB here)
 //     for pc in steps of KC (the depth):
 //       pack op(B)[pc.., jc..]
 //       for ic in steps of MC rows:           A block  [MC x KC]  packed
@@ -18,6 +18,7 @@
 // Operands whose rows run along the depth (X and W in X W^T) are packed with 16x16 register
 // transposes: with scalar copies there, an earlier version ran X W^T at 0.82x OpenBLAS.
 #include "lfp_kernels.h"
+#include <stdint.h>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -185,7 +186,7 @@ static void sgemm_avx512(int ta, int tb, int m, int n, int k, float alpha, const
                          const float *b, int ldb, float beta, float *c, int ldc, float *scratch,
                          magnitude_epilogue *epilogue) {
     // 64-byte aligned packed blocks (the micro-kernel loads the B panel with aligned loads).
-    float *ap = (float *)(((unsigned long)scratch + 63) & ~63UL);
+    float *ap = (float *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
     float *bp = ap + (long)GEMM_MC * GEMM_KC;
     for (int jc = 0; jc < n; jc += GEMM_NC) {
         const int nc = n - jc < GEMM_NC ? n - jc : GEMM_NC;
@@ -223,7 +224,7 @@ long lfp_sgemm_scratch_floats(void) {
 int lfp_sgemm(int isa, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
               const float *b, int ldb, float beta, float *c, int ldc, float *scratch) {
 #if defined(__x86_64__)
-    if (isa == 2 && m > 0 && n > 0 && k > 0) {
+    if (isa == 2 && m > 0 && n > 0 && k > 0 && alpha != 0.0f) {
         magnitude_epilogue none = {NULL, 0, 1.0f, 0};
         sgemm_avx512(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, scratch, &none);
         return 1;
@@ -237,7 +238,7 @@ int lfp_sgemm(int isa, int ta, int tb, int m, int n, int k, float alpha, const f
 int lfp_sgemm_magnitude(int isa, int ta, int tb, int m, int n, int k, const float *a, int lda, const float *b, int ldb,
                         float *c, int ldc, const float *w, int ldw, float scale, float *scratch, int *finite) {
 #if defined(__x86_64__)
-    if (isa == 2 && m > 0 && n > 0 && k > 0) {
+    if (isa == 2 && m > 0 && n > 0 && k > 0 && w != NULL) {
         magnitude_epilogue epilogue = {w, ldw, scale, 0};
         sgemm_avx512(ta, tb, m, n, k, 1.0f, a, lda, b, ldb, 0.0f, c, ldc, scratch, &epilogue);
         *finite = epilogue.nonfinite == 0;

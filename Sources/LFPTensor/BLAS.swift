@@ -95,7 +95,7 @@ public enum BLAS {
         #if !canImport(Accelerate)
         if m * n * max(k, 1) >= parallelGEMMWork {
             let chosen = kernel ?? (configuration.ownGEMM ? .library : .blas)
-            let workers = threads, own = chosen == .library && libraryGEMMAvailable && k > 0
+            let workers = threads, own = chosen == .library && libraryGEMMAvailable && k > 0 && alpha != 0
             if workers > 1 || own {
                 forEachBlock(m: m, n: n, workers: workers, scratchFloats: own ? Int(lfp_sgemm_scratch_floats()) : 0) { _, rows, columns, scratch in
                     // Rows of op(A) are columns of A when it is transposed; columns of op(B) rows of B.
@@ -198,7 +198,8 @@ public enum BLAS {
     /// of a large product. The one place that calls `cblas_sgemm`.
     ///
     /// `kernel` nil or `.blas`: BLAS. `.library`: the library's sgemm (BLAS where the CPU lacks
-    /// AVX-512, or k = 0); `scratch`, when given, holds `lfp_sgemm_scratch_floats()` floats.
+    /// AVX-512, k = 0, or alpha = 0, where BLAS ignores A and B, NaN included); `scratch`, when
+    /// given, holds `lfp_sgemm_scratch_floats()` floats.
     /// (Sending the products of at least 1 M multiply-adds made on one thread, such as the
     /// convolutions' im2col products, to the library's sgemm measured no faster: 0.97x
     /// `lenet3x32` at batch 256, 0.96x `mlp3072` at 32, 1.00x `cifar-resnet` at 32, 6-8
@@ -211,7 +212,7 @@ public enum BLAS {
         if m == 0 || n == 0 { return }
         _ = configuration
         #if !canImport(Accelerate)
-        if kernel == .library && libraryGEMMAvailable && k > 0 {
+        if kernel == .library && libraryGEMMAvailable && k > 0 && alpha != 0 {
             func run(_ scratch: UnsafeMutablePointer<Float>) {
                 let ran = lfp_sgemm(2, transposeA ? 1 : 0, transposeB ? 1 : 0, Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda),
                                     b, Int32(ldb), beta, c, Int32(ldc), scratch)
@@ -336,6 +337,7 @@ private final class ConfigurationState: @unchecked Sendable {
             ?? ProcessInfo.processInfo.environment["OPENBLAS_NUM_THREADS"].flatMap(Int.init)
             ?? BLAS.processorCount
         #if canImport(Accelerate)
+        _ = BLAS.ownGEMMRequested(ProcessInfo.processInfo.environment["LFP_GEMM"])  // reports a bad value; Accelerate runs every product
         return BLAS.Configuration(backend: "Accelerate", core: "system", detectedCore: nil, threads: threads)
         #else
         let env = ProcessInfo.processInfo.environment
@@ -361,7 +363,7 @@ private final class ConfigurationState: @unchecked Sendable {
         if env["OPENBLAS_THREAD_TIMEOUT"] == nil { parkIdleOpenBLASThreads() }
         return BLAS.Configuration(backend: "OpenBLAS", core: core, detectedCore: replaced, threads: max(1, threads),
                                   idleThreadTimeout: openBLASThreadTimeout(),
-                                  ownGEMM: BLAS.libraryGEMMAvailable && BLAS.ownGEMMRequested(env["LFP_GEMM"]))
+                                  ownGEMM: BLAS.ownGEMMRequested(env["LFP_GEMM"]) && BLAS.libraryGEMMAvailable)
         #endif
     }
 

@@ -205,6 +205,8 @@ func runProcess(_ url: URL, _ arguments: [String], environment: [String: String]
         let expected = BLAS.libraryGEMMAvailable ? "library" : "blas"
         #expect(try largeProducts(["LFP_GEMM": "auto"]).0 == expected)
         #expect(try largeProducts(["LFP_GEMM": "blas"]).0 == "blas")
+        #expect(try largeProducts(["LFP_GEMM": "OpenBLAS"]).0 == "blas")
+        #expect(try largeProducts(["LFP_GEMM": "lfp"]).0 == expected)
         let (odd, stderr) = try largeProducts(["LFP_GEMM": "fastest"])
         #expect(odd == expected && stderr.contains("LFP_GEMM=fastest"))
     }

@@ -193,17 +193,21 @@ func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: 
             }
             expectClose(got, want, "lfp_sgemm \(size) \(transpose) alpha \(alpha) beta \(beta)")
         }
-        // Depth 0: the kernel declines and leaves C alone (BLAS.gemm then has BLAS scale C by beta).
+        // Depth 0 or alpha 0: the kernel declines and leaves C alone (BLAS.gemm then has BLAS
+        // scale C by beta, ignoring A and B).
         var c = c0
         #expect(lfp_sgemm(lfp_kernels_best_isa(), 0, 0, Int32(m), Int32(n), 0, 1, a, Int32(lda), b, Int32(ldb), 0, &c, Int32(ldc), &scratch) == 0)
+        #expect(lfp_sgemm(lfp_kernels_best_isa(), ta ? 1 : 0, tb ? 1 : 0, Int32(m), Int32(n), Int32(k), 0, a, Int32(lda), b, Int32(ldb), 0,
+                          &c, Int32(ldc), &scratch) == 0)
         #expect(c == c0)
     }
 
     /// The library's sgemm with the rules' magnitude epilogue fused (`lfp_sgemm_magnitude`):
     /// `scale * |W| * op(A) op(B)` against naive loops, applied once after the last of one to
-    /// three depth blocks, with W and C wider than the product (their padding untouched), and
+    /// three depth blocks and over two column blocks (1030 > 1024), with W and C wider than the
+    /// product (their padding untouched), and
     /// non-finite results reported (NaN in A, infinity in W).
-    @Test(arguments: [(13, 33, 17), (241, 40, 40), (20, 40, 520), (37, 70, 257)], [(false, false), (true, false), (false, true), (true, true)])
+    @Test(arguments: [(13, 33, 17), (241, 40, 40), (20, 1030, 30), (20, 40, 520), (37, 70, 257)], [(false, false), (true, false), (false, true), (true, true)])
     func librarySGEMMWithMagnitudeMatchesNaive(size: (Int, Int, Int), transpose: (Bool, Bool)) {
         guard lfp_kernels_best_isa() == 2 else { return }  // the kernel runs only with AVX-512 (its refusal: the test above)
         var rng = SeededRandom(seed: 13)
@@ -246,17 +250,18 @@ func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: 
     /// `BLAS.gemmTimesMagnitude` (the fused feedback of a large Linear layer) against the two
     /// passes it replaces (`gemm`, then `multiplyByMagnitude`); nil for a small product, and
     /// wherever the library's sgemm is not configured.
-    @Test func fusedMagnitudeProductMatchesTheSeparatePasses() {
+    @Test(arguments: [(256, 300, 260), (600, 200, 160)])  // split by columns (o < i), by rows (o > i)
+    func fusedMagnitudeProductMatchesTheSeparatePasses(shape: (Int, Int, Int)) {
         var rng = SeededRandom(seed: 14)
-        let (o, i, n) = (256, 300, 260)  // S [n, o], A [n, i]: the weight map S^T A is [o, i]
+        let (o, i, n) = shape  // S [n, o], A [n, i]: the weight map S^T A is [o, i]
         let s = Tensor.normal([n, o], rng: &rng), a = Tensor.normal([n, i], rng: &rng), w = Tensor.normal([o, i], rng: &rng)
         var separate = Tensor.matmul(s, transposeA: true, a)
         let separateFinite = separate.multiplyByMagnitude(of: w, scale: 0.5)
         #expect(separateFinite)
-        func fused(_ n: Int) -> ([Float], Bool?) {
+        func fused(_ n: Int, weights: Tensor? = nil) -> ([Float], Bool?) {
             var c = [Float](repeating: .nan, count: o * i)
             let finite = s.storage.withUnsafeBufferPointer { ps in a.storage.withUnsafeBufferPointer { pa in
-                w.storage.withUnsafeBufferPointer { pw in c.withUnsafeMutableBufferPointer { pc in
+                (weights ?? w).storage.withUnsafeBufferPointer { pw in c.withUnsafeMutableBufferPointer { pc in
                     BLAS.gemmTimesMagnitude(transposeA: true, transposeB: false, m: o, n: i, k: n, a: ps.baseAddress!, lda: o,
                                             b: pa.baseAddress!, ldb: i, c: pc.baseAddress!, ldc: i, w: pw.baseAddress!, ldw: i, scale: 0.5)
                 } }
@@ -270,8 +275,13 @@ func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: 
         }
         #expect(finite == true)
         expectClose(c, separate.storage.map(Double.init), tolerance: 1e-5, "fused against separate")
-        let (small, smallFinite) = fused(8)  // 256 x 300 x 8: below BLAS.parallelGEMMWork
+        let (small, smallFinite) = fused(8)  // o x i x 8: below BLAS.parallelGEMMWork
         #expect(smallFinite == nil && small.allSatisfy(\.isNaN))
+        // An infinity in the last weight: its feedback is not finite, whichever worker's block holds it.
+        var infinite = w
+        infinite.storage[o * i - 1] = .infinity
+        let (withInfinity, finiteWithInfinity) = fused(n, weights: infinite)
+        #expect(finiteWithInfinity == false && withInfinity[o * i - 1].isInfinite)
     }
 
     /// `BLAS.gemm` with each kernel on products large enough to be split, against naive loops.
@@ -294,6 +304,20 @@ func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: 
                 } }
             } }
             expectClose(c, expected, "\(kernel) \(m)x\(n)x\(k)")
+            // alpha -2, beta 0.5, into a C 5 columns wider than the product (the padding kept).
+            let ldc = n + 5
+            let c0 = (0..<(m * ldc)).map { _ in rng.normal() }
+            var wide = c0
+            a.storage.withUnsafeBufferPointer { pa in b.storage.withUnsafeBufferPointer { pb in wide.withUnsafeMutableBufferPointer { pc in
+                BLAS.gemm(transposeA: ta, transposeB: tb, m: m, n: n, k: k, alpha: -2, a: pa.baseAddress!, lda: ta ? m : k,
+                          b: pb.baseAddress!, ldb: tb ? k : n, beta: 0.5, c: pc.baseAddress!, ldc: ldc, kernel: kernel)
+            } } }
+            var got: [Float] = [], want: [Double] = []
+            for i in 0..<m {
+                for j in 0..<n { got.append(wide[i * ldc + j]); want.append(-2 * expected[i * n + j] + 0.5 * Double(c0[i * ldc + j])) }
+                #expect(wide[(i * ldc + n)..<(i * ldc + ldc)] == c0[(i * ldc + n)..<(i * ldc + ldc)], "padding of row \(i) written")
+            }
+            expectClose(got, want, "\(kernel) \(m)x\(n)x\(k) alpha -2 beta 0.5 ldc \(ldc)")
         }
     }
 

@@ -100,16 +100,18 @@ void lfp_dense_pack_rows(const float *x, int N, int K, int k0, int k1, float *xp
 /// The library's own sgemm (gemm.c), for the large products of `BLAS.gemm`: row-major
 /// C = alpha op(A) op(B) + beta C with C [m, n], op(A) [m, k] (A^T when ta), op(B) [k, n]
 /// (B^T when tb), on the calling thread (callers split C over their workers). beta == 0 never
-/// reads C. Runs only with kernel set 2 (AVX-512) and m, n, k > 0, and returns 1; returns 0
-/// without touching C otherwise (the caller uses BLAS). `scratch` holds
-/// lfp_sgemm_scratch_floats() floats (the packed blocks; any alignment).
+/// reads C's prior contents. Runs only with kernel set 2 (AVX-512), m, n, k > 0 and alpha != 0
+/// (BLAS ignores A and B when alpha is 0, NaN included), and returns 1; returns 0 without
+/// touching C otherwise (the caller uses BLAS). `scratch` holds lfp_sgemm_scratch_floats()
+/// floats (the packed blocks; any alignment).
 int lfp_sgemm(int isa, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
               const float *b, int ldb, float beta, float *c, int ldc, float *scratch);
 
 /// The parameter feedback of an LFP rule on a large dense layer (`lfp_sgemm` with the magnitude
 /// epilogue of the rules fused into its last store): C = scale * |W| * (op(A) op(B)), elementwise
-/// with w [m, n] (leading dimension ldw), C never read; *finite = 0 when a result is NaN or
-/// infinite, 1 otherwise. Runs and returns 1 under the same conditions as `lfp_sgemm`, else 0.
+/// with w [m, n] (leading dimension ldw, not NULL), C's prior contents never read; *finite = 0
+/// when a result is NaN or infinite, 1 otherwise. Runs and returns 1 under the same conditions
+/// as `lfp_sgemm` (alpha being 1) and a non-NULL w, else returns 0.
 int lfp_sgemm_magnitude(int isa, int ta, int tb, int m, int n, int k, const float *a, int lda, const float *b, int ldb,
                         float *c, int ldc, const float *w, int ldw, float scale, float *scratch, int *finite);
 

@@ -61,6 +61,7 @@ enum Kernels {
     /// the library's sgemm (`BLAS.gemmTimesMagnitude`); nil where that does not run.
     static func linearWeightFeedback(_ s: Tensor, input a: Tensor, weight w: Tensor, scale: Float) -> (feedback: Tensor, isFinite: Bool)? {
         let o = w.shape[0], i = w.shape[1], n = s.count / max(1, o)
+        precondition(s.shape.last == o && a.shape.last == i && a.count == n * i, "weight feedback: S \(s.shape), A \(a.shape), W \(w.shape)")
         guard BLAS.configuration.ownGEMM, n > 0, o * i * n >= BLAS.parallelGEMMWork else { return nil }
         var out = Tensor(uninitializedShape: [o, i])
         let finite = s.storage.withUnsafeBufferPointer { ps in
