@@ -124,7 +124,7 @@ public enum BLAS {
                                           a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
                                           c: UnsafeMutablePointer<Float>, ldc: Int,
                                           w: UnsafePointer<Float>, ldw: Int, scale: Float) -> Bool? {
-        guard configuration.ownGEMM, m > 0, n > 0, k > 0, m * n * k >= parallelGEMMWork else { return nil }
+        guard fusesMagnitude(m: m, n: n, k: k) else { return nil }
         let workers = threads
         var finite = [Int32](repeating: 1, count: workers)
         finite.withUnsafeMutableBufferPointer { flags in
@@ -139,6 +139,11 @@ public enum BLAS {
             }
         }
         return !finite.contains(0)
+    }
+
+    /// Whether `gemmTimesMagnitude` runs an `m x n x k` product (it returns nil otherwise).
+    public static func fusesMagnitude(m: Int, n: Int, k: Int) -> Bool {
+        configuration.ownGEMM && m > 0 && n > 0 && k > 0 && m * n * k >= parallelGEMMWork
     }
 
     /// Splits C `[m, n]` into one block per worker (columns where `n >= m`, so that every

@@ -62,7 +62,7 @@ enum Kernels {
     static func linearWeightFeedback(_ s: Tensor, input a: Tensor, weight w: Tensor, scale: Float) -> (feedback: Tensor, isFinite: Bool)? {
         let o = w.shape[0], i = w.shape[1], n = s.count / max(1, o)
         precondition(s.shape.last == o && a.shape.last == i && a.count == n * i, "weight feedback: S \(s.shape), A \(a.shape), W \(w.shape)")
-        guard BLAS.configuration.ownGEMM, n > 0, o * i * n >= BLAS.parallelGEMMWork else { return nil }
+        guard BLAS.fusesMagnitude(m: o, n: i, k: n) else { return nil }
         var out = Tensor(uninitializedShape: [o, i])
         let finite = s.storage.withUnsafeBufferPointer { ps in
             a.storage.withUnsafeBufferPointer { pa in
