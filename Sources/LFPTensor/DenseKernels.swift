@@ -7,7 +7,10 @@ import CLFPKernels
 /// - `weightFeedback`: the parameter feedback of an LFP rule, `F(W) = scale * |W| ⊙ (S^T A)`
 ///   (LFP-MATH.md section 3), in one pass over `W` and the result. Through BLAS it is a pass
 ///   that zeroes the result, the product reading and writing it, and the `|W|` epilogue reading
-///   the result and `W` and writing the result again.
+///   the result and `W` and writing the result again. A Linear layer takes it for products
+///   that the library's sgemm does not run with the same epilogue fused
+///   (`BLAS.fusesMagnitude`: below 16 M multiply-adds, or without AVX-512); where that sgemm
+///   runs, it measured faster, short batches included (`AffineMap.weightFeedback`).
 /// - `forward`: `A W^T + b` without BLAS's copy of all of `W` into its packed layout.
 ///
 /// Larger batches return nil: BLAS's blocking wins there.
