@@ -111,14 +111,17 @@ enum NaiveLFP {
 }
 
 @Suite struct RuleTests {
-    /// A Linear layer whose weight map is large enough for the library's sgemm (1024 -> 256 at
-    /// a batch of 80, above DenseKernels' 64) takes the fused feedback where that sgemm runs
-    /// (`Kernels.linearWeightFeedback`): the values of the weight map followed by the epilogue.
-    @Test func largeLinearFeedbackMatchesTheSeparatePasses() throws {
+    /// A Linear layer whose weight map is large enough for the library's sgemm (at least 16 M
+    /// multiply-adds: 1024 -> 256 at a batch of 80, above DenseKernels' 64, and 2048 -> 256 at
+    /// a batch of 32, which DenseKernels would also take) gets the fused feedback where that
+    /// sgemm runs (`Kernels.linearWeightFeedback`): the values of the weight map followed by
+    /// the epilogue.
+    @Test(arguments: [(1024, 80), (2048, 32)])
+    func largeLinearFeedbackMatchesTheSeparatePasses(inFeatures: Int, batch: Int) throws {
         var rng = SeededRandom(seed: 21)
-        let layer = Linear(inFeatures: 1024, outFeatures: 256, rng: &rng)
-        let map = try #require(AffineMap(.linear(layer), inputShape: [1024]))
-        let s = Tensor.normal([80, 256], rng: &rng), a = Tensor.normal([80, 1024], rng: &rng)
+        let layer = Linear(inFeatures: inFeatures, outFeatures: 256, rng: &rng)
+        let map = try #require(AffineMap(.linear(layer), inputShape: [inFeatures]))
+        let s = Tensor.normal([batch, 256], rng: &rng), a = Tensor.normal([batch, inFeatures], rng: &rng)
         let (feedback, finite) = try #require(map.weightFeedback(s, input: a, scale: 0.25))
         var separate = try #require(map.weightMap(s, input: a))
         let separateFinite = separate.multiplyByMagnitude(of: layer.weight, scale: 0.25)
