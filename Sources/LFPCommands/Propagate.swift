@@ -16,6 +16,10 @@ struct Propagate: ParsableCommand {
             --mode train `running.<buffer>` (BatchNorm's running statistics after the batch). Example:
               lfp propagate --model resnet18 --classes 10 --checkpoint W.safetensors --input I.safetensors \\
                 --composite epsilon --feedback softmax --mode eval --output O.safetensors
+            Spiking models (snn-mlp, snn-lenet) run --timesteps steps as lfp train does (constant encoding, the \
+            rate-coded spiking feedback, LFP feedback summed over the batch; --composite epsilon or zplus-zminus, \
+            --method gradient with --surrogate and the rate cross-entropy); OUTPUT gets `spikes` [T, N, C] in place \
+            of `logits`.
             """)
 
     @OptionGroup var modelOptions: ModelOptions
@@ -24,16 +28,25 @@ struct Propagate: ParsableCommand {
     @Option(help: "safetensors file with `input` and `labels`.") var input: String
     @Option(help: "Output safetensors file.") var output: String
     @Option(name: [.customLong("composite"), .customLong("rule")], help: "LFP composite (as for lfp train).") var composite = "epsilon"
-    @Option(help: "Feedback function: \(FeedbackFunction.names.joined(separator: ", ")).") var feedback = "softmax"
+    @Option(help: "Feedback function: \(FeedbackFunction.names.joined(separator: ", ")) (default softmax; spiking models: rate-coded only).") var feedback: String?
     @Option(help: "lfp or gradient.") var method = "lfp"
     @Option(help: "eval (BatchNorm on running statistics) or train (batch statistics; dropout active).") var mode = "eval"
     @Option(help: "Transformers: gradient (attention and adds as lfprop computes them) or attnlrp (lxt's AttnLRP rules).") var attentionRules = "gradient"
+    @Option(help: "Spiking models, --method gradient: surrogate derivative atan, fast-sigmoid or heaviside.") var surrogate = "atan"
     @Option(help: "Seed of the initialisation (without --checkpoint) and of dropout masks.") var seed: UInt64 = 0
     @Option(help: "BLAS threads (default: all cores).") var threads: Int?
 
     func validate() throws {
         try modelOptions.validateValues()
-        guard !modelOptions.isSpiking else { throw ValidationError("lfp propagate runs the non-spiking models; --model \(modelOptions.model) is spiking") }
+        if modelOptions.isSpiking {
+            if let feedback, feedback.lowercased() != "rate-coded" {
+                throw ValidationError("spiking models take the rate-coded spiking feedback, got --feedback '\(feedback)'")
+            }
+            guard ["epsilon", "zplus-zminus"].contains(composite.lowercased()) else {
+                throw ValidationError("spiking models take --composite epsilon or zplus-zminus, got '\(composite)'")
+            }
+            _ = try Surrogate.parse(surrogate)
+        }
         guard classes >= 1 else { throw ValidationError("--classes must be at least 1, got \(classes)") }
         guard Inspection.Method(rawValue: method) != nil else { throw ValidationError("unknown --method '\(method)'; valid: lfp, gradient") }
         guard ["eval", "train"].contains(mode) else { throw ValidationError("unknown --mode '\(mode)'; valid: eval, train") }
@@ -61,19 +74,37 @@ struct Propagate: ParsableCommand {
                 return Int(v)
             }
             guard x.values.allSatisfy(\.isFinite) else { throw PropagateError("\(input): 'input' holds NaN or infinite values") }
+            let inputTensor = Tensor(shape: x.shape, storage: x.values)
+            if modelOptions.isSpiking {
+                var model = try modelOptions.buildSpiking(inputShape: Array(x.shape.dropFirst()), classes: classes, seed: seed)
+                if let checkpoint { try Checkpoint.restore(&model, from: checkpoint) }
+                let spikingMethod: SpikingMethod = method == "gradient" ? .gradient(surrogate: try Surrogate.parse(surrogate), loss: .rateCrossEntropy)
+                    : composite.lowercased() == "zplus-zminus" ? .lfpZPlusZMinus() : .lfp()
+                let signals = try Inspection.propagateSpiking(model: model, input: inputTensor, labels: labels, method: spikingMethod,
+                                                              steps: modelOptions.timesteps, seed: seed)
+                try write(signals, metadata: ["lfp.timesteps": String(modelOptions.timesteps), "lfp.beta": String(modelOptions.beta),
+                                              "lfp.threshold": String(modelOptions.threshold), "lfp.reset": modelOptions.reset,
+                                              "lfp.feedback": "rate-coded", "lfp.surrogate": surrogate])
+                return
+            }
             var model = try modelOptions.build(inputShape: Array(x.shape.dropFirst()), classes: classes, seed: seed)
             if let checkpoint { try Checkpoint.restore(&model, from: checkpoint) }
+            let feedback = self.feedback ?? "softmax"
             let signals = try Inspection.propagate(
-                model: model, input: Tensor(shape: x.shape, storage: x.values), labels: labels,
+                model: model, input: inputTensor, labels: labels,
                 method: Inspection.Method(rawValue: method)!, composite: try Composite.preset(named: composite),
                 feedback: try FeedbackFunction.named(feedback), training: mode == "train",
                 options: PropagationOptions(attentionRules: PropagationOptions.AttentionRules(rawValue: attentionRules)!), seed: seed)
-            try SafeTensors.write(signals.map { TensorRecord(name: $0.name, shape: $0.value.shape, values: $0.value.storage) },
-                                  metadata: ["lfp.model": modelOptions.model, "lfp.method": method, "lfp.mode": mode, "lfp.composite": composite,
-                                             "lfp.feedback": feedback],
-                                  to: output)
-            print("wrote \(signals.count) tensors to \(output)")
+            try write(signals, metadata: ["lfp.mode": mode, "lfp.feedback": feedback])
         }
+    }
+
+    /// Writes the signals to OUTPUT with the run's settings as metadata.
+    private func write(_ signals: [(name: String, value: Tensor)], metadata: [String: String]) throws {
+        let common = ["lfp.model": modelOptions.model, "lfp.method": method, "lfp.composite": composite]
+        try SafeTensors.write(signals.map { TensorRecord(name: $0.name, shape: $0.value.shape, values: $0.value.storage) },
+                              metadata: common.merging(metadata) { $1 }, to: output)
+        print("wrote \(signals.count) tensors to \(output)")
     }
 }
 

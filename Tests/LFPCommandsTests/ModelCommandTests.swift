@@ -61,6 +61,52 @@ import LFPTensor
         #expect(r.status != 0 && r.stderr.contains("missing tensors"), "\(r.stderr)")
     }
 
+    /// `lfp propagate` on a spiking model writes what the library's spiking pass computes (the
+    /// pass `SpikingTrainer` runs before its update, whose directions are minus the written LFP
+    /// feedback and equal the written gradient), for LFP-epsilon, LFP-z+z- and the surrogate
+    /// gradient; a non-spiking feedback function or rule is refused.
+    @Test func propagateRunsSpikingModels() throws {
+        let dir = temporaryDirectory("propagate-snn")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let model = try SpikingZoo.make("snn-mlp", inputShape: [1, 6, 6], classes: 3, seed: 4)
+        let weights = dir.appendingPathComponent("w.safetensors").path
+        try Checkpoint.save(model, to: weights)
+        var rng = SeededRandom(seed: 7)
+        let x = Tensor.uniform([2, 1, 6, 6], bound: 3, rng: &rng)
+        let input = dir.appendingPathComponent("i.safetensors").path
+        try Self.write([("input", x), ("labels", Tensor(shape: [2], storage: [2, 0]))], to: input)
+        let cases: [(String, String, SpikingMethod)] = [("lfp", "epsilon", .lfp()), ("lfp", "zplus-zminus", .lfpZPlusZMinus()),
+                                                        ("gradient", "epsilon", .gradient(surrogate: .atan(), loss: .rateCrossEntropy))]
+        for (method, composite, spiking) in cases {
+            let out = dir.appendingPathComponent("o-\(method)-\(composite).safetensors").path
+            try runLFP(["propagate", "--model", "snn-mlp", "--classes", "3", "--timesteps", "4", "--checkpoint", weights,
+                        "--input", input, "--composite", composite, "--method", method, "--output", out])
+            let written = try SafeTensors.read(out).tensors
+            let expected = try Inspection.propagateSpiking(model: model, input: x, labels: [2, 0], method: spiking, steps: 4)
+            #expect(Set(written.keys) == Set(expected.map(\.name)), "\(method) \(composite)")
+            #expect(written["spikes"]?.shape == [4, 2, 3])
+            func close(_ got: [Float], _ want: [Float], _ what: String) {
+                let scale = want.map { abs(Double($0)) }.max() ?? 0
+                let worst = zip(got, want).map { abs(Double($0) - Double($1)) }.max() ?? 0
+                #expect(got.count == want.count && worst <= 1e-5 * max(scale, 1e-30), "\(method) \(composite) \(what): \(worst) of \(scale)")
+            }
+            for (name, value) in expected { close(written[name]?.values ?? [], value.storage, name) }
+            let trainer = try SpikingTrainer(model: model, optimizer: SGD(learningRate: 0.1), method: spiking, steps: 4)
+            let directions = try trainer.directions(input: x, labels: [2, 0]).directions
+            let prefix = method == "lfp" ? "feedback." : "gradient."
+            #expect(written.keys.filter { $0.hasPrefix(prefix) }.count == model.namedParameters.count)
+            for (name, d) in directions {
+                close(written[prefix + name]?.values ?? [], method == "lfp" ? d.storage.map { -$0 } : d.storage, "direction of \(name)")
+            }
+        }
+        guard let exe = lfpExecutable() else { return }
+        let common = ["propagate", "--model", "snn-mlp", "--classes", "3", "--input", input, "--output", dir.appendingPathComponent("x.safetensors").path]
+        for (extra, message) in [(["--feedback", "softmax"], "rate-coded spiking feedback"), (["--composite", "alpha1-beta0"], "epsilon or zplus-zminus")] {
+            let r = try runProcess(exe, common + extra)
+            #expect(r.status != 0 && r.stderr.contains(message), "\(r.stderr)")
+        }
+    }
+
     /// Fine-tuning: a state dict with another head loads with --classes (new head), is refused
     /// without it (the message says what to do), and --freeze keeps the frozen parameters.
     @Test func trainInitialisesFromStateDictAndFreezes() throws {

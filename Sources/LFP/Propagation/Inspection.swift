@@ -45,4 +45,31 @@ public enum Inspection {
         }
         return result
     }
+
+    /// Runs a spiking `model` (``Spiking/isSpiking(_:)``) on `input` for `steps` time steps
+    /// (constant encoding, training mode, as ``SpikingTrainer`` does) and propagates back through
+    /// time with `method`, the rate-coded spiking feedback function and the feedback summed over
+    /// the batch.
+    /// - Returns: `spikes` (`[T, N, C]`), then `reward` (the feedback at the output spikes, LFP)
+    ///   or `loss` (gradient descent), and `feedback.<name>` or `gradient.<name>` for every parameter.
+    /// - Throws: ``ModelError/invalidConfiguration(_:)`` when the model has no spiking layer or
+    ///   `steps` is below 1; ``NumericalFault`` when the feedback at the output spikes is not finite.
+    public static func propagateSpiking(model: Sequential, input: Tensor, labels: [Int], method: SpikingMethod, steps: Int,
+                                        seed: UInt64 = 0) throws -> [(name: String, value: Tensor)] {
+        guard Spiking.isSpiking(model) else { throw ModelError.invalidConfiguration("a spiking pass needs a model with spiking layers") }
+        guard steps >= 1 else { throw ModelError.invalidConfiguration("a spiking network needs at least one time step, got \(steps)") }
+        var rng = SeededRandom(seed: seed)
+        let pass = try Spiking.backward(model: model, input: input, labels: labels, method: method, steps: steps, rng: &rng)
+        var result: [(name: String, value: Tensor)] = [("spikes", pass.spikes)]
+        let prefix: String
+        if method.rule != nil {
+            result.append(("reward", pass.outputSignal))
+            prefix = "feedback."
+        } else {
+            result.append(("loss", Tensor(shape: [], storage: [pass.objective])))
+            prefix = "gradient."
+        }
+        result += model.parameterNames.compactMap { name in pass.parameters[name].map { (prefix + name, $0) } }
+        return result
+    }
 }

@@ -80,42 +80,19 @@ public struct SpikingTrainer<O: Optimizer>: StepTrainer {
     /// The result's objective is the mean feedback at the true class (over steps and batch)
     /// under LFP, the loss under gradient descent.
     public func directions(input: Tensor, labels: [Int], rng: inout SeededRandom) throws(NumericalFault) -> (directions: [String: Tensor], result: StepResult) {
-        precondition(input.shape.first == labels.count, "input \(input.shape) vs \(labels.count) labels")
-        let trace = trace(input, rng: &rng)
-        let spikes = Spiking.unstacked(trace.output, steps: steps)
-        var directions: [String: Tensor]
-        let objective: Float
-        switch method {
-        case .lfp, .lfpZPlusZMinus:
-            let f = feedback(spikes: spikes, labels: labels)
-            if let bad = f.firstNonFiniteIndex { throw NumericalFault(location: "output feedback", value: f.storage[bad]) }
-            let n = labels.count, c = spikes.count / max(1, steps * n)
-            var total = 0.0
-            for t in 0..<steps {
-                for (i, y) in labels.enumerated() { total += Double(f.storage[(t * n + i) * c + y]) }
-            }
-            objective = Float(total / Double(max(1, steps * n)))
-            // `method.rule` is epsilon or z+z-, which every spiking layer accepts: never rejected.
-            let propagator = try! FeedbackPropagator(model: model, composite: .uniform(method.rule!),
-                                                     options: PropagationOptions(reduction: reduction, backwardNormalization: backwardNormalization))
-            // The optimizer descends along -feedback: the rules' epilogues negate it.
-            directions = propagator.propagate(model: model, trace: trace, feedback: f.reshaped(trace.output.shape), parameterScale: -1).parameters
-        case .gradient(let surrogate, let loss):
-            let (value, g) = loss.evaluate(spikes: spikes, labels: labels)
-            objective = value
-            directions = Backpropagation.gradients(model: model, trace: trace, outputGradient: g.reshaped(trace.output.shape),
-                                                   surrogate: surrogate).parameters
-        }
-        for name in directions.keys.sorted() {
-            let d = directions[name]!
+        // The optimizer descends along -feedback: the rules' epilogues negate it.
+        let pass = try Spiking.backward(model: model, input: input, labels: labels, method: method, steps: steps, feedback: feedback,
+                                        backwardNormalization: backwardNormalization, reduction: reduction, parameterScale: -1, rng: &rng)
+        for name in pass.parameters.keys.sorted() {
+            let d = pass.parameters[name]!
             if let bad = d.firstNonFiniteIndex {
                 throw NumericalFault(location: method.rule != nil ? "feedback of \(name)" : "gradient of \(name)",
                                      value: d.storage[bad])
             }
         }
-        let predictions = Spiking.predictions(spikes: spikes)
+        let predictions = Spiking.predictions(spikes: pass.spikes)
         let correct = zip(predictions, labels).filter { $0 == $1 }.count
-        return (directions, StepResult(objective: objective, correct: correct, count: labels.count))
+        return (pass.parameters, StepResult(objective: pass.objective, correct: correct, count: labels.count))
     }
 
     /// `directions(input:labels:rng:)` for models without randomness in training (no dropout).
@@ -179,5 +156,56 @@ public struct SpikingTrainer<O: Optimizer>: StepTrainer {
     public func firingRates(_ input: Tensor) -> [Float] {
         var rng = SeededRandom(seed: 0)
         return model.trace(input, training: false, rng: &rng, timeSteps: steps).firingRates
+    }
+}
+
+/// The signals of one forward and backward pass of a spiking network (``Spiking/backward(model:input:labels:method:steps:feedback:backwardNormalization:reduction:parameterScale:rng:)``).
+public struct SpikingPass: Sendable {
+    /// Output spikes `[T, N, C]`.
+    public var spikes: Tensor
+    /// The signal at the output spikes, `[T, N, C]`: the feedback function's reward under LFP,
+    /// the spike loss's gradient under gradient descent.
+    public var outputSignal: Tensor
+    /// Under LFP the mean feedback at the true class (over steps and batch), else the loss.
+    public var objective: Float
+    /// Every parameter's feedback times `parameterScale` under LFP, its gradient otherwise.
+    public var parameters: [String: Tensor]
+}
+
+extension Spiking {
+    /// One forward pass over `steps` time steps (constant encoding, training mode) and one
+    /// backward pass through time by the ordinary engines: what ``SpikingTrainer`` computes
+    /// before its update, and what `lfp propagate` writes for a spiking model.
+    /// - Parameter parameterScale: multiplies the LFP parameter feedback (``SpikingTrainer``
+    ///   passes -1: the optimizer descends along -feedback); unused by gradient descent.
+    /// - Throws: ``NumericalFault`` when the feedback at the output spikes is not finite.
+    public static func backward(model: Sequential, input: Tensor, labels: [Int], method: SpikingMethod, steps: Int,
+                                feedback: SpikingFeedbackFunction = .rateCoded, backwardNormalization: Bool = false,
+                                reduction: Reduction = .sum, parameterScale: Float = 1,
+                                rng: inout SeededRandom) throws(NumericalFault) -> SpikingPass {
+        precondition(input.shape.first == labels.count, "input \(input.shape) vs \(labels.count) labels")
+        let trace = model.trace(input, training: true, rng: &rng, timeSteps: steps)
+        let spikes = Spiking.unstacked(trace.output, steps: steps)
+        switch method {
+        case .lfp, .lfpZPlusZMinus:
+            let f = feedback(spikes: spikes, labels: labels)
+            if let bad = f.firstNonFiniteIndex { throw NumericalFault(location: "output feedback", value: f.storage[bad]) }
+            let n = labels.count, c = spikes.count / max(1, steps * n)
+            var total = 0.0
+            for t in 0..<steps {
+                for (i, y) in labels.enumerated() { total += Double(f.storage[(t * n + i) * c + y]) }
+            }
+            // `method.rule` is epsilon or z+z-, which every spiking layer accepts: never rejected.
+            let propagator = try! FeedbackPropagator(model: model, composite: .uniform(method.rule!),
+                                                     options: PropagationOptions(reduction: reduction, backwardNormalization: backwardNormalization))
+            let parameters = propagator.propagate(model: model, trace: trace, feedback: f.reshaped(trace.output.shape),
+                                                  parameterScale: parameterScale).parameters
+            return SpikingPass(spikes: spikes, outputSignal: f, objective: Float(total / Double(max(1, steps * n))), parameters: parameters)
+        case .gradient(let surrogate, let loss):
+            let (value, g) = loss.evaluate(spikes: spikes, labels: labels)
+            let parameters = Backpropagation.gradients(model: model, trace: trace, outputGradient: g.reshaped(trace.output.shape),
+                                                       surrogate: surrogate).parameters
+            return SpikingPass(spikes: spikes, outputSignal: g, objective: value, parameters: parameters)
+        }
     }
 }
