@@ -38,14 +38,14 @@ struct Propagate: ParsableCommand {
 
     func validate() throws {
         try modelOptions.validateValues()
+        do { _ = try Surrogate.parse(surrogate) } catch { throw ValidationError("--surrogate: \(error)") }
         if modelOptions.isSpiking {
             if let feedback, feedback.lowercased() != "rate-coded" {
                 throw ValidationError("spiking models take the rate-coded spiking feedback, got --feedback '\(feedback)'")
             }
-            guard ["epsilon", "zplus-zminus"].contains(composite.lowercased()) else {
+            if method == "lfp" && !["epsilon", "zplus-zminus"].contains(composite.lowercased()) {
                 throw ValidationError("spiking models take --composite epsilon or zplus-zminus, got '\(composite)'")
             }
-            _ = try Surrogate.parse(surrogate)
         }
         guard classes >= 1 else { throw ValidationError("--classes must be at least 1, got \(classes)") }
         guard Inspection.Method(rawValue: method) != nil else { throw ValidationError("unknown --method '\(method)'; valid: lfp, gradient") }
@@ -82,9 +82,11 @@ struct Propagate: ParsableCommand {
                     : composite.lowercased() == "zplus-zminus" ? .lfpZPlusZMinus() : .lfp()
                 let signals = try Inspection.propagateSpiking(model: model, input: inputTensor, labels: labels, method: spikingMethod,
                                                               steps: modelOptions.timesteps, seed: seed)
-                try write(signals, metadata: ["lfp.timesteps": String(modelOptions.timesteps), "lfp.beta": String(modelOptions.beta),
-                                              "lfp.threshold": String(modelOptions.threshold), "lfp.reset": modelOptions.reset,
-                                              "lfp.feedback": "rate-coded", "lfp.surrogate": surrogate])
+                // The pass is in training mode (the spiking models have neither BatchNorm nor dropout).
+                var metadata = ["lfp.mode": "train", "lfp.timesteps": String(modelOptions.timesteps), "lfp.beta": String(modelOptions.beta),
+                                "lfp.threshold": String(modelOptions.threshold), "lfp.reset": modelOptions.reset]
+                metadata[method == "gradient" ? "lfp.surrogate" : "lfp.feedback"] = method == "gradient" ? surrogate : "rate-coded"
+                try write(signals, metadata: metadata)
                 return
             }
             var model = try modelOptions.build(inputShape: Array(x.shape.dropFirst()), classes: classes, seed: seed)

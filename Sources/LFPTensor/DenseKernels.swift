@@ -9,7 +9,8 @@ import CLFPKernels
 ///   that zeroes the result, the product reading and writing it, and the `|W|` epilogue reading
 ///   the result and `W` and writing the result again. A Linear layer takes it for products
 ///   that the library's sgemm does not run with the same epilogue fused
-///   (`BLAS.fusesMagnitude`: below 16 M multiply-adds, or without AVX-512); where that sgemm
+///   (`BLAS.fusesMagnitude`: below 16 M multiply-adds, without AVX-512, with `LFP_GEMM=blas`,
+///   or with Accelerate); where that sgemm
 ///   runs, it measured faster, short batches included (`AffineMap.weightFeedback`).
 /// - `forward`: `A W^T + b` without BLAS's copy of all of `W` into its packed layout.
 ///

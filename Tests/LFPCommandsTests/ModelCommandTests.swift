@@ -101,7 +101,8 @@ import LFPTensor
         }
         guard let exe = lfpExecutable() else { return }
         let common = ["propagate", "--model", "snn-mlp", "--classes", "3", "--input", input, "--output", dir.appendingPathComponent("x.safetensors").path]
-        for (extra, message) in [(["--feedback", "softmax"], "rate-coded spiking feedback"), (["--composite", "alpha1-beta0"], "epsilon or zplus-zminus")] {
+        for (extra, message) in [(["--feedback", "softmax"], "rate-coded spiking feedback"), (["--composite", "alpha1-beta0"], "epsilon or zplus-zminus"),
+                                 (["--method", "gradient", "--surrogate", "bogus"], "unknown surrogate 'bogus'")] {
             let r = try runProcess(exe, common + extra)
             #expect(r.status != 0 && r.stderr.contains(message), "\(r.stderr)")
         }

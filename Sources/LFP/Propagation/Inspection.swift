@@ -52,6 +52,8 @@ public enum Inspection {
     /// the batch.
     /// - Returns: `spikes` (`[T, N, C]`), then `reward` (the feedback at the output spikes, LFP)
     ///   or `loss` (gradient descent), and `feedback.<name>` or `gradient.<name>` for every parameter.
+    ///   `labels` must be one class index of the model's output per sample (a precondition, as in
+    ///   ``propagate(model:input:labels:method:composite:feedback:training:options:seed:)``).
     /// - Throws: ``ModelError/invalidConfiguration(_:)`` when the model has no spiking layer or
     ///   `steps` is below 1; ``NumericalFault`` when the feedback at the output spikes is not finite.
     public static func propagateSpiking(model: Sequential, input: Tensor, labels: [Int], method: SpikingMethod, steps: Int,
