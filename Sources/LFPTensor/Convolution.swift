@@ -352,10 +352,8 @@ public enum Convolution {
     }
 
     /// Bias map: `db[o] = sum over batch and positions of dy[n, o, :, :]`; each worker sums
-    /// its own channels, over the samples in order, each sample's positions in 32 lanes (two
-    /// 16-float vectors) and the lanes added at the end. (The plain loop's one chain of
-    /// dependent additions, which the compiler may not reorder, took 6-9 % of a LeNet step at
-    /// batch 32.)
+    /// its own channels, over the samples in order, each sample's positions in 32 lanes
+    /// (`LaneSums`; the plain loop took 6-9 % of a LeNet step at batch 32).
     public static func backwardBias(_ dy: Tensor) -> Tensor {
         let n = dy.shape[0], o = dy.shape[1]
         let positions = dy.count / max(1, n * o)
@@ -367,19 +365,7 @@ public enum Convolution {
                     let (src, dst) = (src!, dst!)
                     for c in channels {
                         var total: Float = 0
-                        for s in 0..<n {
-                            let line = src + (s * o + c) * positions, raw = UnsafeRawPointer(line)
-                            var a0 = SIMD16<Float>(), a1 = SIMD16<Float>()
-                            var i = 0
-                            while i + 32 <= positions {
-                                a0 += raw.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
-                                a1 += raw.loadUnaligned(fromByteOffset: (i + 16) * 4, as: SIMD16<Float>.self)
-                                i += 32
-                            }
-                            var acc = (a0 + a1).sum()
-                            while i < positions { acc += line[i]; i += 1 }
-                            total += acc
-                        }
+                        for s in 0..<n { total += LaneSums.sum(src + (s * o + c) * positions, count: positions) }
                         dst[c] = total
                     }
                 }

@@ -7,8 +7,8 @@ public enum ChannelKernels {
         return (shape[0], shape[1], shape.dropFirst(2).reduce(1, *))
     }
 
-    /// Mean and biased variance of every channel (two passes, accumulated in Double per plane;
-    /// channels split over the cores).
+    /// Mean and biased variance of every channel (two passes, each plane summed in 32 lanes
+    /// (`LaneSums`) and the planes accumulated in Double; channels split over the cores).
     public static func statistics(_ x: Tensor) -> (mean: [Float], variance: [Float]) {
         let (n, c, p) = layout(x.shape)
         var mean = [Float](repeating: 0, count: c), variance = [Float](repeating: 0, count: c)
@@ -22,18 +22,12 @@ public enum ChannelKernels {
                         for ch in channels {
                             var s = 0.0
                             for i in 0..<n {
-                                let plane = px + (i * c + ch) * p
-                                var t: Float = 0
-                                for k in 0..<p { t += plane[k] }
-                                s += Double(t)
+                                s += Double(LaneSums.sum(px + (i * c + ch) * p, count: p))
                             }
                             let m = Float(s / count)
                             var q = 0.0
                             for i in 0..<n {
-                                let plane = px + (i * c + ch) * p
-                                var t: Float = 0
-                                for k in 0..<p { let d = plane[k] - m; t += d * d }
-                                q += Double(t)
+                                q += Double(LaneSums.squaredDeviation(px + (i * c + ch) * p, count: p, from: m))
                             }
                             pm[ch] = m
                             pv[ch] = Float(q / count)
@@ -91,7 +85,7 @@ public enum ChannelKernels {
     }
 
     /// `sum over batch and positions of x * y`, per channel (`y` nil: of `x`); channels split
-    /// over the cores, each summed in Double per plane.
+    /// over the cores, each plane summed in 32 lanes (`LaneSums`), the planes in Double.
     public static func channelSums(_ x: Tensor, times y: Tensor? = nil) -> [Float] {
         let (n, c, p) = layout(x.shape)
         precondition(y == nil || y!.shape == x.shape, "channel sums: \(x.shape) and \(y!.shape) differ")
@@ -108,9 +102,7 @@ public enum ChannelKernels {
                             var total = 0.0
                             for i in 0..<n {
                                 let a = px + (i * c + ch) * p, b = py + (i * c + ch) * p
-                                var t: Float = 0
-                                if product { for k in 0..<p { t += a[k] * b[k] } } else { for k in 0..<p { t += a[k] } }
-                                total += Double(t)
+                                total += Double(product ? LaneSums.dot(a, b, count: p) : LaneSums.sum(a, count: p))
                             }
                             ps[ch] = Float(total)
                         }

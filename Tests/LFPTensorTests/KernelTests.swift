@@ -569,6 +569,42 @@ func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: 
         expectClose(dw.storage, dwSum, "weight map summed over chunks")
     }
 
+    /// The 32-lane reductions against sums in Double, for lengths below one step, whole steps
+    /// and steps with a tail; and the per-channel statistics built on them.
+    @Test(arguments: [0, 1, 20, 32, 35, 64, 100, 1000])
+    func laneSumsMatchDoubleSums(count: Int) throws {
+        var rng = SeededRandom(seed: UInt64(count) + 1)
+        let a = Tensor.normal([max(1, count)], rng: &rng).storage, b = Tensor.normal([max(1, count)], rng: &rng).storage
+        let mean: Float = 0.25
+        var sum = 0.0, dot = 0.0, deviation = 0.0
+        for i in 0..<count {
+            sum += Double(a[i]); dot += Double(a[i]) * Double(b[i])
+            deviation += (Double(a[i]) - Double(mean)) * (Double(a[i]) - Double(mean))
+        }
+        let tolerance = 1e-5 * Double(max(1, count))
+        a.withUnsafeBufferPointer { pa in
+            b.withUnsafeBufferPointer { pb in
+                #expect(abs(Double(LaneSums.sum(pa.baseAddress!, count: count)) - sum) < tolerance)
+                #expect(abs(Double(LaneSums.dot(pa.baseAddress!, pb.baseAddress!, count: count)) - dot) < tolerance)
+                #expect(abs(Double(LaneSums.squaredDeviation(pa.baseAddress!, count: count, from: mean)) - deviation) < tolerance)
+            }
+        }
+        guard count > 0 else { return }
+        // [2, 3, count]: every plane one call of each reduction.
+        let x = Tensor.normal([2, 3, count], rng: &rng), y = Tensor.normal([2, 3, count], rng: &rng)
+        let (means, variances) = ChannelKernels.statistics(x)
+        let sums = ChannelKernels.channelSums(x), products = ChannelKernels.channelSums(x, times: y)
+        for ch in 0..<3 {
+            let values = (0..<2).flatMap { n in (0..<count).map { Double(x.storage[(n * 3 + ch) * count + $0]) } }
+            let others = (0..<2).flatMap { n in (0..<count).map { Double(y.storage[(n * 3 + ch) * count + $0]) } }
+            let m = values.reduce(0, +) / Double(values.count)
+            let v = values.map { ($0 - m) * ($0 - m) }.reduce(0, +) / Double(values.count)
+            #expect(abs(Double(means[ch]) - m) < 1e-5 && abs(Double(variances[ch]) - v) < 1e-4 * max(1, v), "channel \(ch)")
+            #expect(abs(Double(sums[ch]) - values.reduce(0, +)) < 2 * tolerance)
+            #expect(abs(Double(products[ch]) - zip(values, others).map { $0 * $1 }.reduce(0, +)) < 2 * tolerance)
+        }
+    }
+
     /// Against a sum in Double: positions below one 32-lane step (4x5), whole steps (8x8, 24x24)
     /// and steps with a tail (5x7 = 35, 7x9 = 63).
     @Test(arguments: [(4, 5), (8, 8), (24, 24), (5, 7), (7, 9)])
