@@ -43,9 +43,7 @@ struct Propagate: ParsableCommand {
             if let feedback, feedback.lowercased() != "rate-coded" {
                 throw ValidationError("spiking models take the rate-coded spiking feedback, got --feedback '\(feedback)'")
             }
-            if method == "lfp" && !["epsilon", "zplus-zminus"].contains(composite.lowercased()) {
-                throw ValidationError("spiking models take --composite epsilon or zplus-zminus, got '\(composite)'")
-            }
+            if method == "lfp" { try ModelOptions.checkSpikingComposite(composite) }
         }
         guard classes >= 1 else { throw ValidationError("--classes must be at least 1, got \(classes)") }
         guard Inspection.Method(rawValue: method) != nil else { throw ValidationError("unknown --method '\(method)'; valid: lfp, gradient") }
@@ -78,14 +76,13 @@ struct Propagate: ParsableCommand {
             if modelOptions.isSpiking {
                 var model = try modelOptions.buildSpiking(inputShape: Array(x.shape.dropFirst()), classes: classes, seed: seed)
                 if let checkpoint { try Checkpoint.restore(&model, from: checkpoint) }
-                let spikingMethod: SpikingMethod = method == "gradient" ? .gradient(surrogate: try Surrogate.parse(surrogate), loss: .rateCrossEntropy)
-                    : composite.lowercased() == "zplus-zminus" ? .lfpZPlusZMinus() : .lfp()
+                let spikingMethod = try ModelOptions.spikingMethod(lfp: method == "lfp", composite: composite, surrogate: surrogate)
                 let signals = try Inspection.propagateSpiking(model: model, input: inputTensor, labels: labels, method: spikingMethod,
                                                               steps: modelOptions.timesteps, seed: seed)
                 // The pass is in training mode (the spiking models have neither BatchNorm nor dropout).
                 var metadata = ["lfp.mode": "train", "lfp.timesteps": String(modelOptions.timesteps), "lfp.beta": String(modelOptions.beta),
                                 "lfp.threshold": String(modelOptions.threshold), "lfp.reset": modelOptions.reset]
-                metadata[method == "gradient" ? "lfp.surrogate" : "lfp.feedback"] = method == "gradient" ? surrogate : "rate-coded"
+                if method == "lfp" { metadata["lfp.feedback"] = "rate-coded" } else { metadata["lfp.surrogate"] = surrogate }
                 try write(signals, metadata: metadata)
                 return
             }

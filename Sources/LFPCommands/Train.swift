@@ -20,6 +20,21 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Spiking models: reset by subtract or zero.") var reset = "subtract"
 
     var isSpiking: Bool { SpikingZoo.names.contains(model.lowercased()) }
+
+    /// The spiking models' rules: LFP-epsilon or LFP-z+z- (`lfp train` and `lfp propagate`).
+    static func checkSpikingComposite(_ composite: String) throws {
+        guard ["epsilon", "zplus-zminus"].contains(composite.lowercased()) else {
+            throw ValidationError("spiking models take --composite epsilon or zplus-zminus, got '\(composite)'")
+        }
+    }
+
+    /// The spiking method of `--method` (LFP or not), `--composite` and `--surrogate`, as `lfp
+    /// train` and `lfp propagate` read them: LFP-epsilon or LFP-z+z-, or the surrogate gradient
+    /// of the rate cross-entropy.
+    static func spikingMethod(lfp: Bool, composite: String, surrogate: String) throws -> SpikingMethod {
+        if lfp { return composite.lowercased().hasPrefix("zplus-zminus") ? .lfpZPlusZMinus() : .lfp() }
+        return .gradient(surrogate: try Surrogate.parse(surrogate), loss: .rateCrossEntropy)
+    }
     static var allModelNames: [String] { ModelZoo.names + SpikingZoo.names }
 
     func buildSpiking(inputShape: [Int], classes: Int, seed: UInt64) throws -> Sequential {
@@ -222,9 +237,7 @@ struct Train: ParsableCommand {
         }
         if modelOptions.isSpiking {
             guard method != "gradient-then-lfp" else { throw ValidationError("--method gradient-then-lfp is not available for spiking models") }
-            guard ["epsilon", "zplus-zminus"].contains(composite.lowercased()) else {
-                throw ValidationError("spiking models take --composite epsilon or zplus-zminus, got '\(composite)'")
-            }
+            try ModelOptions.checkSpikingComposite(composite)
         }
         guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1, got \(epochs)") }
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1, got \(batchSize)") }
@@ -306,12 +319,7 @@ struct Train: ParsableCommand {
             var network = try modelOptions.buildSpiking(inputShape: trainSet.sampleShape, classes: trainSet.classCount, seed: seed)
             if resuming { try Checkpoint.restore(&network, from: context.modelPath) }
             try Distributed.broadcastParameters(&network, comm)
-            let spikingMethod: SpikingMethod
-            if lfpMethod {
-                spikingMethod = composite.lowercased().hasPrefix("zplus-zminus") ? .lfpZPlusZMinus() : .lfp()
-            } else {
-                spikingMethod = .gradient(surrogate: try Surrogate.parse(surrogate), loss: .rateCrossEntropy)
-            }
+            let spikingMethod = try ModelOptions.spikingMethod(lfp: lfpMethod, composite: composite, surrogate: surrogate)
             var trainer = try SpikingTrainer(model: network, optimizer: optimizerValue, method: spikingMethod,
                                          steps: modelOptions.timesteps, feedback: .rateCoded,
                                          backwardNormalization: backwardNormalization, reduction: reductionValue,
