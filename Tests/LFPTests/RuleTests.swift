@@ -321,4 +321,38 @@ enum NaiveLFP {
             for (name, value) in plain.parameters { #expect(centred.parameters[name]!.storage == value.storage, "\(activation) \(name)") }
         }
     }
+
+    /// The rules compute their quotient in the feedback's storage when they own it. A caller's
+    /// copy must stay as it was: the feedback given to `propagate`, and the layer feedback it
+    /// records (which shares storage with what the next rule divides). 300 x 256 outputs: the
+    /// quotient runs split over the cores.
+    @Test(arguments: [Rule.epsilon, .scaledEpsilon(0.5), .thresholdEpsilon(0.25)])
+    func ruleQuotientInPlaceLeavesCallersFeedbackUnchanged(rule: Rule) throws {
+        var rng = SeededRandom(seed: 77)
+        let model = Sequential([.linear(Linear(inFeatures: 32, outFeatures: 256, rng: &rng)), .activation(.relu),
+                                .linear(Linear(inFeatures: 256, outFeatures: 256, rng: &rng))])
+        let x = Tensor.normal([300, 32], rng: &rng)
+        var r2 = SeededRandom(seed: 0)
+        let trace = model.trace(x, training: false, rng: &r2)
+        let f = Tensor.normal(trace.output.shape, rng: &rng)
+        let kept = f.storage
+        let options = PropagationOptions(computeInputFeedback: true, recordLayerFeedback: true)
+        let recorded = try FeedbackPropagator(model: model, composite: .uniform(rule), options: options)
+            .propagate(model: model, trace: trace, feedback: f)
+        #expect(f.storage.elementsEqual(kept), "the caller's feedback was changed")
+        let layers = recorded.layerOutputs ?? []
+        #expect(layers.count == 3 && layers[2].storage.elementsEqual(kept), "the recorded feedback at the logits is not the feedback given")
+        // The same signals without recording (the rules then own every feedback they divide).
+        let plain = try FeedbackPropagator(model: model, composite: .uniform(rule), options: .init(computeInputFeedback: true))
+            .propagate(model: model, trace: trace, feedback: f)
+        #expect(plain.input!.storage.elementsEqual(recorded.input!.storage), "\(rule): input feedback")
+        for (name, value) in plain.parameters { #expect(recorded.parameters[name]!.storage.elementsEqual(value.storage), "\(rule) \(name)") }
+        // Epsilon: in place and into a new tensor give the same bits.
+        if case .epsilon(let eps) = rule {
+            var inPlace = f
+            Rule.divideByEpsilonStabiliser(&inPlace, trace.outputs[2], epsilon: eps)
+            #expect(inPlace.storage.elementsEqual(Rule.epsilonQuotient(f, trace.outputs[2], epsilon: eps).storage), "in place against a new tensor")
+            #expect(f.storage.elementsEqual(kept), "the in-place quotient changed its source's copy")
+        }
+    }
 }

@@ -106,9 +106,17 @@ public struct FeedbackPropagator: Sendable {
             let input = trace.inputs[index]
             let needInput = index > lowest || computeInput
             let name = Sequential.join(prefix, model.name(of: index))
+            /// Hands the feedback over to the rule, which computes its quotient in place: `collect`
+            /// sets `f` to the rule's input feedback; without one (`needInput` false: the lowest
+            /// parameter layer) nothing reads `f` again.
             func applyRule(_ map: AffineMap, contributing: Tensor) -> RuleOutput {
-                rulesByPath[name]!.apply(map, input: contributing, output: trace.outputs[index], feedback: f, needInput: needInput,
-                                         parameterScale: scale)
+                let feedback = takeFeedback()
+                return rulesByPath[name]!.apply(map, input: contributing, output: trace.outputs[index], feedback: consume feedback,
+                                                needInput: needInput, parameterScale: scale)
+            }
+            func takeFeedback() -> Tensor {
+                defer { f = Tensor(shape: [0]) }
+                return f
             }
             /// Stores a rule's parameter feedback (under `module` inside the layer, for attention's
             /// projections) and moves on with its input feedback.
@@ -179,15 +187,16 @@ public struct FeedbackPropagator: Sendable {
                 // reference's behaviour, VIT-NOTES.md section e).
                 let record = trace.attention[index]!
                 let rule = rulesByPath[name]!
+                let feedback = takeFeedback()
                 var projOut = rule.apply(AffineMap(.linear(a.proj), inputShape: record.context.shape)!, input: record.context,
-                                         output: trace.outputs[index], feedback: f, needInput: true, parameterScale: scale)
+                                         output: trace.outputs[index], feedback: consume feedback, needInput: true, parameterScale: scale)
                 let atContext = projOut.inputFeedback!
                 projOut.inputFeedback = nil
                 collect(projOut, module: "proj")
                 let dqkv = options.attentionRules == .attnLRP ? a.attnLRPBackward(atContext, record: record)
                                                                 : a.innerBackward(atContext, record: record)
                 collect(rule.apply(AffineMap(.linear(a.qkv), inputShape: input.shape)!, input: input, output: record.qkv,
-                                   feedback: dqkv, needInput: needInput, parameterScale: scale), module: "qkv")
+                                   feedback: consume dqkv, needInput: needInput, parameterScale: scale), module: "qkv")
             case .tokens(let t):
                 // The class token and position embeddings receive no feedback (no rule owns them in
                 // the reference); the patch tokens' feedback returns to the patch grid.
