@@ -61,21 +61,32 @@ public enum ChannelKernels {
     }
 
     /// `a * scaleA[c] + b * scaleB[c] + shift[c]` in one pass (BatchNorm's input gradient
-    /// through the batch statistics).
-    public static func combine(_ a: Tensor, scale sa: [Float], _ b: Tensor, scale sb: [Float], shift: [Float]) -> Tensor {
+    /// through the batch statistics), times `times` elementwise where given (LFP's "gradient
+    /// times input").
+    public static func combine(_ a: Tensor, scale sa: [Float], _ b: Tensor, scale sb: [Float], shift: [Float],
+                               times m: Tensor? = nil) -> Tensor {
         let (n, c, p) = layout(a.shape)
-        precondition(b.shape == a.shape && sa.count == c && sb.count == c && shift.count == c, "per-channel combine: shapes differ")
+        precondition(b.shape == a.shape && sa.count == c && sb.count == c && shift.count == c && (m == nil || m!.shape == a.shape),
+                     "per-channel combine: shapes differ")
         var y = Tensor(uninitializedShape: a.shape)
+        let factor = m ?? a  // read only where `m` is given
         a.storage.withUnsafeBufferPointer { pa0 in
             b.storage.withUnsafeBufferPointer { pb0 in
-                y.storage.withUnsafeMutableBufferPointer { py0 in
-                    let (pa, pb, py) = (pa0.baseAddress, pb0.baseAddress, py0.baseAddress)
-                    Parallel.chunks(n * c, costPerItem: 2 * p) { _, planes in
-                        let (pa, pb, py) = (pa!, pb!, py!)
-                        for plane in planes {
-                            let ch = plane % c, base = plane * p
-                            let (u, v, w) = (sa[ch], sb[ch], shift[ch])
-                            for k in 0..<p { py[base + k] = pa[base + k] * u + pb[base + k] * v + w }
+                factor.storage.withUnsafeBufferPointer { pm0 in
+                    y.storage.withUnsafeMutableBufferPointer { py0 in
+                        let (pa, pb, pm, py) = (pa0.baseAddress, pb0.baseAddress, pm0.baseAddress, py0.baseAddress)
+                        let multiplies = m != nil
+                        Parallel.chunks(n * c, costPerItem: 2 * p) { _, planes in
+                            let (pa, pb, pm, py) = (pa!, pb!, pm!, py!)
+                            for plane in planes {
+                                let ch = plane % c, base = plane * p
+                                let (u, v, w) = (sa[ch], sb[ch], shift[ch])
+                                if multiplies {
+                                    for k in 0..<p { py[base + k] = (pa[base + k] * u + pb[base + k] * v + w) * pm[base + k] }
+                                } else {
+                                    for k in 0..<p { py[base + k] = pa[base + k] * u + pb[base + k] * v + w }
+                                }
+                            }
                         }
                     }
                 }

@@ -605,6 +605,25 @@ func expectClose(_ a: [Float], _ b: [Double], tolerance: Double = 1e-4, _ what: 
         }
     }
 
+    /// BatchNorm's one-pass input gradient against per-element loops, with and without the
+    /// factor LFP multiplies in (`times`); [300, 4, 7x9] splits its planes over the cores.
+    @Test(arguments: [[2, 3, 5], [300, 4, 63], [6, 5]])
+    func channelCombineMatchesNaive(shape: [Int]) {
+        var rng = SeededRandom(seed: 41)
+        let a = Tensor.normal(shape, rng: &rng), b = Tensor.normal(shape, rng: &rng), m = Tensor.normal(shape, rng: &rng)
+        let c = shape[1], p = shape.count > 2 ? shape[2] : 1
+        let sa = (0..<c).map { Float($0) - 1.5 }, sb = (0..<c).map { 0.5 / Float($0 + 1) }, shift = (0..<c).map { Float($0) * 0.1 }
+        let plain = ChannelKernels.combine(a, scale: sa, b, scale: sb, shift: shift)
+        let times = ChannelKernels.combine(a, scale: sa, b, scale: sb, shift: shift, times: m)
+        var worst: Float = 0
+        for i in 0..<a.count {
+            let ch = (i / p) % c
+            let expected = a.storage[i] * sa[ch] + b.storage[i] * sb[ch] + shift[ch]
+            worst = max(worst, abs(plain.storage[i] - expected), abs(times.storage[i] - expected * m.storage[i]))
+        }
+        #expect(worst < 1e-5, "\(shape): largest difference \(worst)")
+    }
+
     /// Against a sum in Double: positions below one 32-lane step (4x5), whole steps (8x8, 24x24)
     /// and steps with a tail (5x7 = 35, 7x9 = 63).
     @Test(arguments: [(4, 5), (8, 8), (24, 24), (5, 7), (7, 9)])

@@ -109,4 +109,22 @@ import LFPTensor
         let c = Conv2d(inChannels: 4, outChannels: 64, kernelSize: (5, 5), rng: &rng)
         #expect(c.weight.storage.allSatisfy { abs($0) <= 0.1 } && c.weight.maxAbs() > 0.099)
     }
+
+    /// BatchNorm's backward with LFP's factor multiplied in (`timesInput`) gives the plain
+    /// backward times the input, through batch statistics (the fused pass) and running ones.
+    @Test(arguments: [true, false])
+    func batchNormBackwardTimesInputIsBackwardTimesInput(training: Bool) throws {
+        var rng = SeededRandom(seed: 12)
+        var norm = BatchNorm(features: 3)
+        norm.weight = Tensor.normal([3], rng: &rng)
+        norm.bias = Tensor.normal([3], rng: &rng)
+        let x = Tensor.normal([4, 3, 5, 5], rng: &rng) * 2, dy = Tensor.normal([4, 3, 5, 5], rng: &rng)
+        let stats = norm.statistics(x, training: training)
+        #expect(stats.fromBatch == training)
+        let plain = norm.backward(dy, input: x, stats, needInput: true)
+        let fused = norm.backward(dy, input: x, stats, needInput: true, timesInput: true)
+        let expected = try #require(plain.input) * x
+        expectClose(try #require(fused.input), expected, tolerance: 1e-6, "input")
+        #expect(fused.weight.storage.elementsEqual(plain.weight.storage) && fused.bias.storage.elementsEqual(plain.bias.storage))
+    }
 }

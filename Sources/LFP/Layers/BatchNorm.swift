@@ -85,7 +85,10 @@ public struct BatchNorm: Sendable, Equatable {
     /// Gradient backward: `dL/dx`, `dL/dgamma`, `dL/dbeta` for output gradient `dy`.
     /// With batch statistics the gradient also flows through the mean and variance:
     /// `dx = gamma/sigma * (dy - mean(dy) - xhat * mean(dy * xhat))` per channel.
-    public func backward(_ dy: Tensor, input x: Tensor, _ stats: Statistics, needInput: Bool) -> (input: Tensor?, weight: Tensor, bias: Tensor) {
+    /// `timesInput`: the first result is `dx ⊙ x` instead (LFP's "gradient times input" at a
+    /// BatchNorm layer, docs/MATH-MODELS.md section 2), multiplied in `dx`'s own pass.
+    public func backward(_ dy: Tensor, input x: Tensor, _ stats: Statistics, needInput: Bool,
+                         timesInput: Bool = false) -> (input: Tensor?, weight: Tensor, bias: Tensor) {
         let c = features
         var inverseSigma = [Float](repeating: 0, count: c), negativeMeanScaled = inverseSigma
         for ch in 0..<c {
@@ -104,9 +107,10 @@ public struct BatchNorm: Sendable, Equatable {
                 // scale * (dy - mean(dy) - xhat * mean(dy * xhat)) per channel, in one pass
                 let shift = (0..<c).map { -scale[$0] * dBeta[$0] / m }
                 let slope = (0..<c).map { -scale[$0] * dGamma[$0] / m }
-                dx = ChannelKernels.combine(dy, scale: scale, xhat, scale: slope, shift: shift)
+                dx = ChannelKernels.combine(dy, scale: scale, xhat, scale: slope, shift: shift, times: timesInput ? x : nil)
             } else {
                 dx = ChannelKernels.affine(dy, scale: scale, shift: nil)
+                if timesInput { dx!.multiplyElementwise(by: x) }
             }
         }
         return (dx, Tensor(shape: [c], storage: dGamma), Tensor(shape: [c], storage: dBeta))

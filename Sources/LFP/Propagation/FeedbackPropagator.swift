@@ -92,10 +92,12 @@ public struct FeedbackPropagator: Sendable {
 
     /// Propagates `feedback` through one sequence, collecting parameter feedback named under
     /// `prefix`; returns the feedback at the sequence's input when `computeInput`.
-    func backward(_ model: Sequential, trace: Trace, feedback: Tensor, prefix: String, computeInput: Bool, parameterScale scale: Float,
+    /// Takes `feedback` over: the rules compute their quotients in its storage (pass it with
+    /// `consume`, or it is copied at the first of them).
+    func backward(_ model: Sequential, trace: Trace, feedback: consuming Tensor, prefix: String, computeInput: Bool, parameterScale scale: Float,
                   layerFeedback: inout [Tensor], into collected: inout Collected) -> Tensor {
         precondition(trace.outputs.count == model.layers.count, "trace does not belong to this model")
-        var f = feedback
+        var f = consume feedback
         let lowest = model.firstParameterLayer ?? model.layers.count
         let record = !layerFeedback.isEmpty
         var noLayers: [Tensor] = []
@@ -146,11 +148,11 @@ public struct FeedbackPropagator: Sendable {
                 // backward of S), through the batch statistics in training mode; F(gamma) =
                 // |gamma| ⊙ sum S xhat, F(beta) = |beta| ⊙ sum S.
                 let stats = trace.normalization[index]!
-                let s = rulesByPath[name]!.batchNormQuotient(f, output: trace.outputs[index], input: input, norm: b, statistics: stats)
-                let (back, dGamma, dBeta) = b.backward(s, input: input, stats, needInput: needInput)
-                collect(Self.normalizationOutput(back: back, dGamma: dGamma, dBeta: dBeta, gamma: b.weight, beta: b.bias, input: input, scale: scale))
+                let s = rulesByPath[name]!.batchNormQuotient(takeFeedback(), output: trace.outputs[index], input: input, norm: b, statistics: stats)
+                let (back, dGamma, dBeta) = b.backward(s, input: input, stats, needInput: needInput, timesInput: true)
+                collect(Self.normalizationOutput(back: back, dGamma: dGamma, dBeta: dBeta, gamma: b.weight, beta: b.bias, input: nil, scale: scale))
             case .sequential(let s):
-                f = backward(s, trace: trace.children[index]![0], feedback: f, prefix: name, computeInput: needInput,
+                f = backward(s, trace: trace.children[index]![0], feedback: takeFeedback(), prefix: name, computeInput: needInput,
                              parameterScale: scale, layerFeedback: &noLayers, into: &collected)
             case .residual(let r):
                 // The activation after the add passes feedback unchanged; the add splits it in
@@ -161,24 +163,27 @@ public struct FeedbackPropagator: Sendable {
                 let sideInput = r.shortcut == nil ? input : children[1].output
                 let (toMain, toSide): (Tensor, Tensor)
                 if r.splitsFeedback {
-                    (toMain, toSide) = Rule.splitSum(f, sum: sum, children[0].output, sideInput, rule: composite.defaultRule)
+                    (toMain, toSide) = Rule.splitSum(takeFeedback(), sum: sum, children[0].output, sideInput, rule: composite.defaultRule)
                 } else if options.attentionRules == .attnLRP {
                     (toMain, toSide) = Rule.proportionalShares(f, children[0].output, sideInput)
                 } else {
                     (toMain, toSide) = (f, f)
                 }
-                let fromMain = backward(r.main, trace: children[0], feedback: toMain, prefix: name, computeInput: needInput,
+                let fromMain = backward(r.main, trace: children[0], feedback: consume toMain, prefix: name, computeInput: needInput,
                                         parameterScale: scale, layerFeedback: &noLayers, into: &collected)
-                let fromSide = r.shortcut.map {
-                    backward($0, trace: children[1], feedback: toSide, prefix: name, computeInput: needInput,
-                             parameterScale: scale, layerFeedback: &noLayers, into: &collected)
-                } ?? toSide
+                let fromSide: Tensor
+                if let shortcut = r.shortcut {
+                    fromSide = backward(shortcut, trace: children[1], feedback: consume toSide, prefix: name, computeInput: needInput,
+                                        parameterScale: scale, layerFeedback: &noLayers, into: &collected)
+                } else {
+                    fromSide = toSide
+                }
                 if needInput { f = fromMain + fromSide }
             case .layerNorm(let l):
                 // As BatchNorm, per token: the rule's quotient, then LayerNorm's backward (through
                 // the row statistics) times the input; F(gamma) = |gamma| sum S xhat, F(beta) = |beta| sum S.
                 let stats = trace.layerNormalization[index]!
-                let s = rulesByPath[name]!.normalizationQuotient(f, output: trace.outputs[index])
+                let s = rulesByPath[name]!.normalizationQuotient(takeFeedback(), output: trace.outputs[index])
                 let (back, dGamma, dBeta) = l.backward(s, input: input, stats, needInput: needInput)
                 collect(Self.normalizationOutput(back: back, dGamma: dGamma, dBeta: dBeta, gamma: l.weight, beta: l.bias, input: input, scale: scale))
             case .attention(let a):
@@ -237,8 +242,10 @@ public struct FeedbackPropagator: Sendable {
     }
 
     /// A normalisation's LFP output from its gradient-style backward of `S`: `F(gamma) =
-    /// |gamma| ⊙ dGamma`, `F(beta) = |beta| ⊙ dBeta` (times `scale`), `F_in = back ⊙ x`.
-    static func normalizationOutput(back: Tensor?, dGamma: Tensor, dBeta: Tensor, gamma: Tensor, beta: Tensor, input: Tensor,
+    /// |gamma| ⊙ dGamma`, `F(beta) = |beta| ⊙ dBeta` (times `scale`), `F_in = back ⊙ x`
+    /// (`input` nil: `back` is already multiplied by the input, as BatchNorm's backward does
+    /// in its last pass).
+    static func normalizationOutput(back: Tensor?, dGamma: Tensor, dBeta: Tensor, gamma: Tensor, beta: Tensor, input: Tensor?,
                                     scale: Float) -> RuleOutput {
         var out = RuleOutput()
         var (fGamma, fBeta) = (dGamma, dBeta)
@@ -246,7 +253,7 @@ public struct FeedbackPropagator: Sendable {
         out.biasFeedbackIsFinite = fBeta.multiplyByMagnitude(of: beta, scale: scale)
         (out.weightFeedback, out.biasFeedback) = (fGamma, fBeta)
         if var back {
-            back.multiplyElementwise(by: input)
+            if let input { back.multiplyElementwise(by: input) }
             out.inputFeedback = back
         }
         return out

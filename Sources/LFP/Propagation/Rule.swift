@@ -200,12 +200,16 @@ extension Rule {
     /// `S = F / stab(y)` at a LayerNorm's output `y`: the rule's stabiliser where it depends on
     /// `y` alone (LFP-0, epsilon, scaled and threshold epsilon); alpha-beta and z+z- use the
     /// epsilon quotient with their epsilon there.
-    func normalizationQuotient(_ f: Tensor, output y: Tensor) -> Tensor {
+    /// Takes `f` over, as `apply` does (the quotient is computed in its storage).
+    func normalizationQuotient(_ f: consuming Tensor, output y: Tensor) -> Tensor {
         switch self {
         case .zero: return f.zipMap(y) { fj, zj in zj == 0 ? 0 : fj / zj }
-        case .epsilon(let eps), .alphaBeta(_, _, let eps), .zPlusZMinus(let eps): return Self.epsilonQuotient(f, y, epsilon: eps)
+        case .epsilon(let eps), .alphaBeta(_, _, let eps), .zPlusZMinus(let eps):
+            var s = consume f
+            Self.divideByEpsilonStabiliser(&s, y, epsilon: eps)
+            return s
         case .scaledEpsilon(let k), .thresholdEpsilon(let k):
-            var s = f
+            var s = consume f
             if case .thresholdEpsilon = self { Self.divideByScaledStabiliser(&s, y, k: k, quadratic: true) }
             else { Self.divideByScaledStabiliser(&s, y, k: k, quadratic: false) }
             return s
@@ -216,8 +220,8 @@ extension Rule {
     /// the affine map `scale * x + shift` the layer applied (z+z-: `stab` from `|x| |scale| +
     /// |shift|`). Alpha-beta, whose positive and negative parts have no counterpart in the
     /// reference's BatchNorm rule, uses the epsilon quotient with its epsilon there.
-    func batchNormQuotient(_ f: Tensor, output y: Tensor, input x: Tensor, norm: BatchNorm, statistics: BatchNorm.Statistics) -> Tensor {
-        guard case .zPlusZMinus(let eps) = self else { return normalizationQuotient(f, output: y) }
+    func batchNormQuotient(_ f: consuming Tensor, output y: Tensor, input x: Tensor, norm: BatchNorm, statistics: BatchNorm.Statistics) -> Tensor {
+        guard case .zPlusZMinus(let eps) = self else { return normalizationQuotient(consume f, output: y) }
         let (scale, shift) = norm.affine(statistics)
         var d = ChannelKernels.affine(x.magnitude, scale: scale.map(abs), shift: shift.map(abs))
         d.formZipMap(y) { dj, zj in zj >= 0 ? 1 / (dj + eps) : -1 / (dj + eps) }
@@ -228,14 +232,20 @@ extension Rule {
     /// contribution: `f_x = x / stab(z) * f`, `f_y = y / stab(z) * f`, with LFP-0's `stab(z) = z`
     /// (no feedback where `z == 0`) under `.zero` and LFP-epsilon's `z + eps sign(z)` under every
     /// other rule (their epsilon, or the default).
-    static func splitSum(_ f: Tensor, sum z: Tensor, _ x: Tensor, _ y: Tensor, rule: Rule) -> (Tensor, Tensor) {
-        let s: Tensor
+    static func splitSum(_ f: consuming Tensor, sum z: Tensor, _ x: Tensor, _ y: Tensor, rule: Rule) -> (Tensor, Tensor) {
+        var s: Tensor
         switch rule {
         case .zero: s = f.zipMap(z) { fj, zj in zj == 0 ? 0 : fj / zj }
-        case .epsilon(let eps), .alphaBeta(_, _, let eps), .zPlusZMinus(let eps): s = epsilonQuotient(f, z, epsilon: eps)
-        case .scaledEpsilon, .thresholdEpsilon: s = epsilonQuotient(f, z, epsilon: defaultEpsilon)
+        case .epsilon(let eps), .alphaBeta(_, _, let eps), .zPlusZMinus(let eps):
+            s = consume f
+            divideByEpsilonStabiliser(&s, z, epsilon: eps)
+        case .scaledEpsilon, .thresholdEpsilon:
+            s = consume f
+            divideByEpsilonStabiliser(&s, z, epsilon: defaultEpsilon)
         }
-        return (s * x, s * y)
+        let toY = s * y
+        s.multiplyElementwise(by: x)
+        return (s, toY)
     }
 
     /// Applies the rule to one affine layer in matrix form (LFP-MATH.md section 3).
