@@ -118,6 +118,9 @@ import LFPTensor
         var norm = BatchNorm(features: 3)
         norm.weight = Tensor.normal([3], rng: &rng)
         norm.bias = Tensor.normal([3], rng: &rng)
+        // Running statistics far from (0, 1), so that x and xhat differ.
+        norm.runningMean = Tensor(shape: [3], storage: [1.5, -2, 0.5])
+        norm.runningVariance = Tensor(shape: [3], storage: [4, 0.25, 9])
         let x = Tensor.normal([4, 3, 5, 5], rng: &rng) * 2, dy = Tensor.normal([4, 3, 5, 5], rng: &rng)
         let stats = norm.statistics(x, training: training)
         #expect(stats.fromBatch == training)

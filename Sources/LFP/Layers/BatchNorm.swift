@@ -86,7 +86,8 @@ public struct BatchNorm: Sendable, Equatable {
     /// With batch statistics the gradient also flows through the mean and variance:
     /// `dx = gamma/sigma * (dy - mean(dy) - xhat * mean(dy * xhat))` per channel.
     /// `timesInput`: the first result is `dx ⊙ x` instead (LFP's "gradient times input" at a
-    /// BatchNorm layer, docs/MATH-MODELS.md section 2), multiplied in `dx`'s own pass.
+    /// BatchNorm layer, docs/MATH-MODELS.md section 2), multiplied in `dx`'s own pass with
+    /// batch statistics (in a second pass with running ones).
     public func backward(_ dy: Tensor, input x: Tensor, _ stats: Statistics, needInput: Bool,
                          timesInput: Bool = false) -> (input: Tensor?, weight: Tensor, bias: Tensor) {
         let c = features

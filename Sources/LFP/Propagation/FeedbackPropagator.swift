@@ -165,9 +165,11 @@ public struct FeedbackPropagator: Sendable {
                 if r.splitsFeedback {
                     (toMain, toSide) = Rule.splitSum(takeFeedback(), sum: sum, children[0].output, sideInput, rule: composite.defaultRule)
                 } else if options.attentionRules == .attnLRP {
-                    (toMain, toSide) = Rule.proportionalShares(f, children[0].output, sideInput)
+                    (toMain, toSide) = Rule.proportionalShares(takeFeedback(), children[0].output, sideInput)
                 } else {
-                    (toMain, toSide) = (f, f)
+                    // Both branches share one buffer: the main branch's first in-place quotient copies it.
+                    let shared = takeFeedback()
+                    (toMain, toSide) = (shared, shared)
                 }
                 let fromMain = backward(r.main, trace: children[0], feedback: consume toMain, prefix: name, computeInput: needInput,
                                         parameterScale: scale, layerFeedback: &noLayers, into: &collected)

@@ -138,45 +138,23 @@ extension Rule {
     }
 
     /// `S = F / stab(Z)` of LFP-epsilon, `stab(z) = z + eps sign(z)` with `sign(0) = +1`
-    /// (LFP-MATH.md section 2), in one pass on all cores, into a new tensor.
-    static func epsilonQuotient(_ f: Tensor, _ z: Tensor, epsilon eps: Float) -> Tensor {
-        precondition(f.shape == z.shape, "feedback \(f.shape) does not match the layer output \(z.shape)")
-        var s = Tensor(uninitializedShape: f.shape)
-        f.storage.withUnsafeBufferPointer { pf in
-            s.storage.withUnsafeMutableBufferPointer { ps in divideByEpsilonStabiliser(pf.baseAddress, z, epsilon: eps, into: ps.baseAddress) }
-        }
-        return s
-    }
-
-    /// `epsilonQuotient` in place: `F` becomes `S`. A training step's feedback is consumed by
-    /// its layer's rule, so this saves a tensor and a pass over fresh memory (LeNet at batch
-    /// 256: the out-of-place quotient was 8 % of an LFP step, against 5 % for the gradient's
+    /// (LFP-MATH.md section 2), in place (`F` becomes `S`), in one pass on all cores. The rules
+    /// take a training step's feedback over, so this writes no new tensor (LeNet at batch 256:
+    /// the quotient into a new tensor was 8 % of an LFP step, against 5 % for the gradient's
     /// in-place activation derivative over the same tensors).
     static func divideByEpsilonStabiliser(_ f: inout Tensor, _ z: Tensor, epsilon eps: Float) {
         precondition(f.shape == z.shape, "feedback \(f.shape) does not match the layer output \(z.shape)")
         f.storage.withUnsafeMutableBufferPointer { pf in
-            divideByEpsilonStabiliser(UnsafePointer(pf.baseAddress), z, epsilon: eps, into: pf.baseAddress)
-        }
-    }
-
-    /// `s[i] = f[i] / (z[i] + eps sign(z[i]))` for every element of `z`; `s` may be `f`.
-    private static func divideByEpsilonStabiliser(_ f: UnsafePointer<Float>?, _ z: Tensor, epsilon eps: Float,
-                                                  into s: UnsafeMutablePointer<Float>?) {
-        z.storage.withUnsafeBufferPointer { pz in
-            let zs = pz.baseAddress
-            Parallel.elementwise(pz.count) { range in
-                // Unwrapped once: a force-unwrap per element keeps the loop scalar.
-                let (fs, zs, ss) = (f!, zs!, s!)
-                if UnsafePointer(ss) == fs {
-                    // In place, through one pointer: with two that may alias the loop stays scalar.
+            z.storage.withUnsafeBufferPointer { pz in
+                let (fs, zs) = (pf.baseAddress, pz.baseAddress)
+                Parallel.elementwise(pz.count) { range in
+                    // Unwrapped once: a force-unwrap per element keeps the loop scalar. (Written
+                    // through one pointer: read from a second one that may alias it, it compiled
+                    // to scalar code.)
+                    let (fs, zs) = (fs!, zs!)
                     for i in range {
                         let zj = zs[i]
-                        ss[i] /= zj + (zj >= 0 ? eps : -eps)
-                    }
-                } else {
-                    for i in range {
-                        let zj = zs[i]
-                        ss[i] = fs[i] / (zj + (zj >= 0 ? eps : -eps))
+                        fs[i] /= zj + (zj >= 0 ? eps : -eps)
                     }
                 }
             }
@@ -200,7 +178,7 @@ extension Rule {
     /// `S = F / stab(y)` at a LayerNorm's output `y`: the rule's stabiliser where it depends on
     /// `y` alone (LFP-0, epsilon, scaled and threshold epsilon); alpha-beta and z+z- use the
     /// epsilon quotient with their epsilon there.
-    /// Takes `f` over, as `apply` does (the quotient is computed in its storage).
+    /// Takes `f` over, as `apply` does (the epsilon rules' quotient is computed in its storage).
     func normalizationQuotient(_ f: consuming Tensor, output y: Tensor) -> Tensor {
         switch self {
         case .zero: return f.zipMap(y) { fj, zj in zj == 0 ? 0 : fj / zj }
@@ -253,8 +231,9 @@ extension Rule {
     ///   - a: the layer input `A`; z: its output `Z` (bias included); f: feedback at `Z`.
     /// - Parameter parameterScale: multiplies the parameter feedback (fused into its epilogue;
     ///   -1 gives the optimizer's direction, 1/N the batch mean).
-    ///   The rule takes `f` over: its quotient `S` is computed in `f`'s storage where nothing
-    ///   else holds it (pass it with `consume` on its last use; otherwise it is copied first).
+    ///   The rule takes `f` over: the epsilon rules (plain, scaled, threshold) compute their
+    ///   quotient `S` in `f`'s storage where nothing else holds it (pass it with `consume` on
+    ///   its last use; otherwise it is copied first); the others write `S` to a new tensor.
     func apply(_ map: AffineMap, input a: Tensor, output z: Tensor, feedback f: consuming Tensor, needInput: Bool,
                parameterScale: Float = 1) -> RuleOutput {
         switch self {
