@@ -298,7 +298,7 @@ struct BenchConv: ParsableCommand {
         print("| layer | map | ms | GFLOP/s | roofline GFLOP/s | of roofline |")
         print("|---|---|---|---|---|---|")
         for r in results {
-            print("| \(r.shape) | \(r.map) | \(r.median_ms) | \(r.gflops) | \(r.roofline_gflops) | \(Int((r.roofline_fraction * 100).rounded())) % |")
+            print("| \(r.shape) | \(r.map) | \(r.median_ms) | \(r.gflops) | \(r.roofline_gflops) | \(String(format: "%.1f", r.roofline_fraction * 100)) % |")
         }
     }
 }
